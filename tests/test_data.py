@@ -1,0 +1,77 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from heardet.cli import main
+from heardet.data import DataError, load_dataset, parse_bounds, validate_dataset
+
+
+@pytest.mark.parametrize(
+    "entry,expected",
+    [
+        ([[1.0, 2.0]], ((1.0, 2.0),)),
+        ([1, 2], ((1.0, 2.0),)),
+        ({"start": 1, "end": 2.5}, ((1.0, 2.5),)),
+        ([{"start": 0, "end": 1}, {"start": 2, "end": 3}], ((0.0, 1.0), (2.0, 3.0))),
+        ([[0, 1], [2, 3]], ((0.0, 1.0), (2.0, 3.0))),
+    ],
+)
+def test_every_accepted_bounds_shape_parses(entry, expected):
+    assert parse_bounds(entry, "x") == expected
+
+
+@pytest.mark.parametrize("entry", ["1-2", [], [[2, 1]], [1, 2, 3], {"from": 1, "to": 2}, [[1, "a"]], [[-1, 2]]])
+def test_malformed_bounds_are_rejected_showing_the_entry(entry):
+    with pytest.raises(DataError) as info:
+        parse_bounds(entry, "clip_7")
+    assert "clip_7" in str(info.value) and json.dumps(entry, ensure_ascii=False)[:10] in str(info.value)
+
+
+def test_labels_come_from_word_bounds_keys(tiny_dataset):
+    ds = load_dataset(tiny_dataset)
+    assert {c.id: c.label for c in ds.train} == {f"train_{i}": int(i < 3) for i in range(6)}
+    assert ds.test_labelled and [c.label for c in ds.test] == [1, 0, 1, 0]
+
+
+def test_word_bounds_keys_may_carry_the_extension(tiny_dataset):
+    (tiny_dataset / "word_bounds.json").write_text(json.dumps({"train_4.wav": [0.1, 0.5]}))
+    assert [c.id for c in load_dataset(tiny_dataset).train if c.label] == ["train_4"]
+
+
+def test_missing_directory_says_how_to_make_one(tmp_path):
+    with pytest.raises(DataError, match="heardet synth"):
+        load_dataset(tmp_path / "nope")
+
+
+def test_bad_test_label_names_file_and_line(tiny_dataset):
+    (tiny_dataset / "test_labels.csv").write_text("id,label\ntest_0,yes\n")
+    with pytest.raises(DataError, match=r"test_labels.csv:2"):
+        load_dataset(tiny_dataset)
+
+
+def test_validate_reports_broken_files_orphans_and_duplicates(tiny_dataset):
+    (tiny_dataset / "wav_train" / "broken.wav").write_bytes(b"garbage" * 100)
+    (tiny_dataset / "wav_test" / "copy.wav").write_bytes((tiny_dataset / "wav_test" / "test_1.wav").read_bytes())
+    bounds = json.loads((tiny_dataset / "word_bounds.json").read_text())
+    bounds["ghost"] = [[0, 1]]
+    (tiny_dataset / "word_bounds.json").write_text(json.dumps(bounds))
+    (tiny_dataset / "test_labels.csv").write_text("id,label\ntest_0,1\ntest_1,0\ntest_2,1\ntest_3,0\ncopy,0\n")
+
+    report = validate_dataset(tiny_dataset, progress=False)
+    train = report.splits[0]
+    assert train.n_clips == 7 and "wav_train/broken.wav" in train.unreadable
+    assert report.orphan_bounds == ["ghost"]
+    assert sorted(report.duplicate_content[0]) == ["wav_test/copy.wav", "wav_test/test_1.wav"]
+    assert not report.ok
+
+
+def test_validate_command_prints_report_and_exit_code(tiny_dataset):
+    result = CliRunner().invoke(main, ["validate", str(tiny_dataset), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "train: 6 clips (label 0: 3, label 1: 3)" in result.output
+    assert "16000 Hz × 4" in result.output and "OK" in result.output
+    (tiny_dataset / "wav_test" / "bad.wav").write_bytes(b"")
+    (tiny_dataset / "test_labels.csv").write_text("id,label\ntest_0,1\ntest_1,0\ntest_2,1\ntest_3,0\nbad,0\n")
+    result = CliRunner().invoke(main, ["validate", str(tiny_dataset), "--no-progress"])
+    assert result.exit_code == 1 and "UNREADABLE wav_test/bad.wav" in result.output
