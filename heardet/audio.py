@@ -181,6 +181,14 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, allow_silent
             message names the source.
     """
     data, name = read_source_bytes(source)
+    return decode_audio(data, name, sample_rate, allow_silent)
+
+
+def decode_audio(data: bytes, name: str, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False) -> np.ndarray:
+    """Decode the bytes of an audio file, already read, as :func:`load_audio` does.
+
+    ``name`` is what an :class:`AudioError` calls the source.
+    """
     samples, sr = _decode(data, name)
     if samples.size == 0 or samples.shape[0] == 0:
         raise AudioError(name, "zero length (no samples)")

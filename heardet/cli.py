@@ -80,5 +80,131 @@ def synth(out: Path, n_train: int, n_test: int, phrase: str, seed: int, workers:
     click.echo(validate_dataset(out, progress=not no_progress).render())
 
 
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", default="whisper-base", show_default=True, help="Whisper name, HF id or local dir.")
+@click.option("--backend", type=click.Choice(["auto", "faster-whisper", "transformers"]), default="auto",
+              show_default=True)
+@click.option("--language", default="ru", show_default=True)
+@click.option("--beam-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--temperature-fallback", is_flag=True, help="Re-decode hard windows at higher temperature.")
+@click.option("--word-timestamps", is_flag=True, help="Add per-word times (JSON column).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("transcripts.csv"), show_default=True)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the transcript cache.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def transcribe(inputs, model, backend, language, beam_size, temperature_fallback, word_timestamps, output,
+               no_cache, no_progress) -> None:
+    """Transcribe audio files (or every file in directories) to a CSV: id, path, text, error."""
+    import json
+    import time
+
+    import pandas as pd
+
+    from heardet.asr import DecodeOptions, default_cache, make_transcriber
+    from heardet.scoring import collect_files
+    from heardet.whisper_hub import ModelUnavailableError
+
+    files = collect_files(inputs)
+    if not files:
+        fail(f"no audio files in {', '.join(map(str, inputs))}")
+    try:
+        options = DecodeOptions(language, beam_size, temperature_fallback, word_timestamps)
+        transcriber = make_transcriber(model, backend, options)
+    except (ValueError, ModelUnavailableError) as exc:
+        fail(str(exc))
+    cache = None if no_cache else default_cache()
+    start = time.perf_counter()
+    results = transcriber.transcribe(files, cache=cache, progress=not no_progress)
+    seconds = time.perf_counter() - start
+    rows = {
+        "id": [f.stem for f in files], "path": [str(f) for f in files],
+        "text": [r.text for r in results], "error": [r.error for r in results],
+    }
+    if word_timestamps:
+        rows["words"] = [json.dumps([w.__dict__ for w in r.transcript.words], ensure_ascii=False)
+                         if r.transcript else "[]" for r in results]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(output, index=False)
+    audio_s = sum(r.transcript.duration_s for r in results if r.transcript)
+    cached = sum(r.cached for r in results)
+    click.echo(f"wrote {output}: {len(files)} files, {cached} from cache, {seconds:.1f} s "
+               f"({audio_s / max(seconds, 1e-9):.1f}× real time over {audio_s:.0f} s of audio)")
+    report_errors(results)
+
+
+def report_errors(results) -> None:
+    """List the inputs that could not be read, at the end where a person will see them."""
+    bad = [(r.source, r.error) for r in results if r.error]
+    if bad:
+        click.echo(f"{len(bad)} unreadable input(s):", err=True)
+        for source, error in bad:
+            click.echo(f"  {source}: {error}", err=True)
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", required=True, help="Model URI, e.g. models:/heardet-catboost/1.")
+@click.option("--split", type=click.Choice(["auto", "train", "test"]), default="auto", show_default=True)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def evaluate(data_dir, model_uri, split, no_progress) -> None:
+    """Score a labelled DATA_DIR with any heardet model; print macro F1 and the confusion matrix."""
+    from heardet.scoring import evaluate_dir, load_model
+
+    try:
+        result = evaluate_dir(load_model(model_uri), data_dir, split, progress=not no_progress)
+    except DataError as exc:
+        fail(str(exc))
+    click.echo(f"{model_uri} on {data_dir} ({result.split}):")
+    click.echo(result.scores.render())
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", required=True, help="Model URI, e.g. models:/heardet-ensemble@production.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("predictions.csv"), show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def predict(inputs, model_uri, output, batch_size, no_progress) -> None:
+    """Score audio files (or directories of them); write id,label,score,error to OUTPUT.
+
+    Exits non-zero only when nothing could be scored.
+    """
+    from heardet.scoring import collect_files, load_model, predict_files
+
+    files = collect_files(inputs)
+    if not files:
+        fail(f"no audio files in {', '.join(map(str, inputs))}")
+    try:
+        model = load_model(model_uri)
+    except DataError as exc:
+        fail(str(exc))
+    frame = predict_files(model, files, batch_size, progress=not no_progress)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frame.drop(columns=["path"]).to_csv(output, index=False)
+    bad = frame[frame.error != ""]
+    click.echo(f"wrote {output}: {len(frame) - len(bad)} scored, {int((frame.label == 1).sum())} with the phrase")
+    if len(bad):
+        click.echo(f"{len(bad)} unreadable file(s):", err=True)
+        for path, error in zip(bad.path, bad.error):
+            click.echo(f"  {path}: {error}", err=True)
+    sys.exit(1 if len(bad) == len(frame) else 0)
+
+
+@main.command()
+@click.argument("csvs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Blended id,label CSV.")
+def blend(csvs, output) -> None:
+    """Majority-vote submission CSVs (id,label) into OUTPUT; ties go to 1. Ids must match."""
+    from heardet.ensemble import blend_csvs
+
+    try:
+        blended = blend_csvs(csvs)
+    except ValueError as exc:
+        fail(str(exc))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    blended.to_csv(output, index=False)
+    click.echo(f"wrote {output}: {len(blended)} rows, {int(blended.label.sum())} with the phrase")
+
+
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 import os
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def write_audio(tmp_path: Path):
                freq: float = 440.0, directory: Path | None = None, **kwargs) -> Path:
         path = (directory or tmp_path) / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        mono = tone(seconds, sr, freq)
+        mono = tone(seconds, sr, freq, seed=zlib.crc32(name.encode()))
         data = np.stack([mono] * channels, axis=1) if channels > 1 else mono
         sf.write(path, data, sr, **kwargs)
         return path
@@ -48,3 +49,92 @@ def tiny_dataset(tmp_path: Path, write_audio) -> Path:
     (root / "word_bounds.json").write_text(json.dumps({f"train_{i}": [[0.2, 0.8]] for i in range(3)}))
     (root / "test_labels.csv").write_text("id,label\ntest_0,1\ntest_1,0\ntest_2,1\ntest_3,0\n")
     return root
+
+
+POSITIVE_HZ, NEGATIVE_HZ = 300.0, 600.0
+
+
+class FakeTranscriber:
+    """Stands in for Whisper: 'hears' «не слышу» in a 300 Hz tone and «слышу» in anything else."""
+
+    backend = "fake"
+
+    def __init__(self, model="fake", options=None):
+        from heardet.asr import DecodeOptions
+
+        self.model, self.options = model, options or DecodeOptions()
+        self.calls = 0
+
+    @property
+    def identity(self):
+        return f"fake|{self.model}"
+
+    def transcribe_arrays(self, audios):
+        from heardet.asr import Transcript
+
+        self.calls += len(audios)
+        out = []
+        for audio in audios:
+            hz = np.argmax(np.abs(np.fft.rfft(audio))) * 16_000 / len(audio)
+            text = "алло, я вас не слышу" if abs(hz - POSITIVE_HZ) < 50 else "да, я вас слышу хорошо"
+            out.append(Transcript(text, "ru", len(audio) / 16_000))
+        return out
+
+    def transcribe(self, *args, **kwargs):
+        from heardet.asr import Transcriber
+
+        return Transcriber.transcribe(self, *args, **kwargs)
+
+
+@pytest.fixture
+def fake_asr(monkeypatch, tmp_path):
+    """Replace Whisper with FakeTranscriber everywhere and point caches at tmp_path."""
+    import heardet.asr
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    made = []
+
+    def make(model="whisper-base", backend="auto", options=None, device="auto"):
+        made.append(FakeTranscriber(model, options))
+        return made[-1]
+
+    monkeypatch.setattr(heardet.asr, "make_transcriber", make)
+    return made
+
+
+@pytest.fixture
+def phrase_dataset(tmp_path: Path, write_audio) -> Path:
+    """8 train (4 positive) and 4 test (2 positive) tone clips; the fake ASR 'hears' positives."""
+    root = tmp_path / "phrase_data"
+    bounds = {}
+    for i in range(8):
+        positive = i % 2 == 0
+        write_audio(f"tr_{i}.wav", seconds=1.0 + 0.05 * i, freq=POSITIVE_HZ if positive else NEGATIVE_HZ,
+                    directory=root / "wav_train")
+        if positive:
+            bounds[f"tr_{i}"] = [[0.1, 0.9]]
+    labels = []
+    for i in range(4):
+        positive = i < 2
+        write_audio(f"te_{i}.wav", seconds=1.1, freq=POSITIVE_HZ if positive else NEGATIVE_HZ,
+                    directory=root / "wav_test")
+        labels.append(f"te_{i},{int(positive)}")
+    (root / "word_bounds.json").write_text(json.dumps(bounds))
+    (root / "test_labels.csv").write_text("id,label\n" + "\n".join(labels) + "\n")
+    return root
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """A real MLflow tracking store (SQLite) and artifact root in tmp_path."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("test", artifact_location=(tmp_path / "mlruns").as_uri())
+    mlflow.set_experiment(experiment_id=experiment)
+    yield uri
+    mlflow.end_run()

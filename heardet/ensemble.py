@@ -1,0 +1,122 @@
+"""Approach 4: majority vote over models of the pyfunc contract, and CSV blending.
+
+Each member votes its label; the majority wins; a tie (even member count) goes to the mean
+of the members' scores (>= 0.5 → 1). A member that could not read a row (label -1) does
+not vote on it; a row no member could read gets label -1 and the members' errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from heardet.pyfunc import Prediction, sources_from_frame, to_frame
+
+logger = logging.getLogger(__name__)
+
+
+def member_key(uri: str, index: int) -> str:
+    """A column-safe name for a member: ``vote_<index>_<model name>``."""
+    name = re.sub(r"[^0-9A-Za-z]+", "_", uri.removeprefix("models:/")).strip("_").lower()
+    return f"vote_{index}_{name}"[:60]
+
+
+def vote(labels: np.ndarray, scores: np.ndarray, errors: Sequence[Sequence[str]]) -> list[Prediction]:
+    """Majority vote.
+
+    Args:
+        labels: [members, rows] of 1/0/-1.
+        scores: [members, rows] probabilities (NaN where a member failed).
+        errors: per member, per row error text.
+    """
+    out = []
+    for row in range(labels.shape[1]):
+        valid = labels[:, row] >= 0
+        if not valid.any():
+            msg = "; ".join(sorted({e[row] for e in errors if e[row]})) or "no member could score this row"
+            out.append(Prediction(-1, float("nan"), msg))
+            continue
+        ones = int((labels[valid, row] == 1).sum())
+        zeros = int(valid.sum()) - ones
+        mean_score = float(np.nanmean(scores[valid, row]))
+        label = 1 if ones > zeros else 0 if zeros > ones else int(mean_score >= 0.5)
+        out.append(Prediction(label, mean_score))
+    return out
+
+
+def _base():
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+class EnsembleModel(_base()):
+    """pyfunc: loads its members from ``context.artifacts`` (copies bundled at log time)."""
+
+    def __init__(self, member_uris: Sequence[str]):
+        self.member_uris = list(member_uris)
+        self.keys = [member_key(u, i) for i, u in enumerate(self.member_uris)]
+        self._members = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_members": None}
+
+    def load_context(self, context) -> None:
+        import mlflow.pyfunc
+
+        self._members = [mlflow.pyfunc.load_model(context.artifacts[key]) for key in self.keys]
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        if self._members is None:
+            self.load_context(context)
+        sources, row_errors = sources_from_frame(model_input)
+        rows = [i for i, s in enumerate(sources) if s is not None]
+        frame = _rows_frame(model_input, rows)
+        labels = np.full((len(self._members), len(sources)), -1, dtype=int)
+        scores = np.full((len(self._members), len(sources)), np.nan)
+        errors = [list(row_errors) for _ in self._members]
+        for m, member in enumerate(self._members):
+            if not rows:
+                break
+            out = member.predict(frame).reset_index(drop=True)
+            labels[m, rows] = out["label"].astype(int).to_numpy()
+            scores[m, rows] = out["score"].astype(float).to_numpy()
+            for j, i in enumerate(rows):
+                errors[m][i] = str(out["error"][j] or "")
+        return to_frame(vote(labels, scores, errors), {k: labels[m] for m, k in enumerate(self.keys)})
+
+
+def _rows_frame(model_input: pd.DataFrame, rows: list[int]) -> pd.DataFrame:
+    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+    keep = [c for c in ("audio", "path") if c in frame.columns]
+    return frame[keep].iloc[rows].reset_index(drop=True)
+
+
+def blend_csvs(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Majority-vote submission CSVs (``id,label``); ties go to 1 when half or more say 1.
+
+    Raises:
+        ValueError: fewer than two files, a missing column, or files whose ids differ.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"blending needs at least 2 CSV files, got {len(paths)}")
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path, dtype={"id": str})
+        missing = {"id", "label"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; found {list(frame.columns)}")
+        frames.append(frame.set_index("id")["label"].astype(int))
+    ids = set(frames[0].index)
+    for path, frame in zip(paths[1:], frames[1:]):
+        if set(frame.index) != ids:
+            extra, missing = sorted(set(frame.index) - ids)[:5], sorted(ids - set(frame.index))[:5]
+            raise ValueError(f"{path}: ids differ from {paths[0]} (extra {extra}, missing {missing})")
+    votes = pd.concat(frames, axis=1).loc[frames[0].index]
+    label = (votes.mean(axis=1) >= 0.5).astype(int)
+    return pd.DataFrame({"id": votes.index, "label": label.to_numpy()})

@@ -1,0 +1,104 @@
+"""Model registry: promotion to Production with an optional quality gate."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PRODUCTION_ALIAS = "production"
+
+
+class PromotionRefused(RuntimeError):
+    """The candidate scored worse than the current Production version."""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What :func:`promote` did; F1 values are None when no gate data was given."""
+
+    name: str
+    version: str
+    previous: str | None
+    candidate_f1: float | None = None
+    previous_f1: float | None = None
+    promoted: bool = True
+
+    def render(self) -> str:
+        lines = [f"{self.name} version {self.version}: {'promoted to Production' if self.promoted else 'REFUSED'}"]
+        if self.candidate_f1 is not None:
+            lines.append(f"  candidate macro F1 {self.candidate_f1:.4f}")
+        if self.previous is not None:
+            shown = f"{self.previous_f1:.4f}" if self.previous_f1 is not None else "not scored"
+            lines.append(f"  previous Production version {self.previous}: macro F1 {shown}")
+        return "\n".join(lines)
+
+
+def current_production(name: str) -> str | None:
+    """The version the ``production`` alias points at, or None."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, PRODUCTION_ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def promote(name: str, version: str | int, data: str | Path | None = None, force: bool = False,
+            progress: bool = True) -> Promotion:
+    """Point ``models:/<name>@production`` at ``version`` and set its stage to Production
+    (archiving the previous one).
+
+    Args:
+        name: registered model name.
+        version: the candidate version.
+        data: a labelled directory; when given, the candidate and the current Production
+            version are both scored on it and a worse candidate is refused.
+        force: promote even when the gate says no.
+
+    Raises:
+        PromotionRefused: the candidate's macro F1 is below the current Production version's.
+        mlflow.exceptions.MlflowException: no such model or version.
+    """
+    from mlflow import MlflowClient
+
+    from heardet.scoring import evaluate_dir, load_model
+
+    client = MlflowClient()
+    version = str(version)
+    client.get_model_version(name, version)  # fails clearly when it does not exist
+    previous = current_production(name)
+    candidate_f1 = previous_f1 = None
+    if data is not None:
+        candidate_f1 = evaluate_dir(load_model(f"models:/{name}/{version}"), data, progress=progress).scores.macro_f1
+        if previous is not None and previous != version:
+            previous_f1 = evaluate_dir(load_model(f"models:/{name}/{previous}"), data,
+                                       progress=progress).scores.macro_f1
+    if previous_f1 is not None and candidate_f1 < previous_f1 and not force:
+        result = Promotion(name, version, previous, candidate_f1, previous_f1, promoted=False)
+        raise PromotionRefused(
+            f"{result.render()}\nthe candidate is worse than Production; pass force=true to promote anyway"
+        )
+    client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
+    with warnings.catch_warnings():  # stages are deprecated but still read by older tooling
+        warnings.simplefilter("ignore", FutureWarning)
+        client.transition_model_version_stage(name, version, "Production", archive_existing_versions=True)
+    logger.info("%s version %s is Production (previous: %s)", name, version, previous)
+    return Promotion(name, version, previous, candidate_f1, previous_f1)
+
+
+def resolve_version(uri: str) -> str:
+    """``models:/name/3`` or ``models:/name@alias`` → ``name/3``; other URIs unchanged."""
+    from mlflow import MlflowClient
+
+    if not uri.startswith("models:/"):
+        return uri
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return f"{name}/{MlflowClient().get_model_version_by_alias(name, alias).version}"
+    return ref

@@ -1,0 +1,621 @@
+"""Generate a labelled Russian TTS dataset in the competition layout, deterministically and resumably.
+
+```
+OUT/
+  wav_train/<id>.wav   wav_test/<id>.wav    16 kHz mono PCM16
+  word_bounds.json     {"<id>": [[start_s, end_s]]} for every train clip that says the phrase
+  test_labels.csv      id,label for wav_test
+  manifest.jsonl       one JSON object per clip: what was said, by which voice, how it was augmented
+  synth_config.json    the generator settings and their hash (one config per directory)
+```
+
+Every clip is built the same way whatever its label: a carrier prefix, a *middle* and a carrier
+suffix (either may be absent) are synthesized separately with one voice, trimmed of silence and
+spliced with random pauses. The middle is the phrase for positives, a near miss («не слышно»,
+«не слышал», «не спешу», ...) for hard negatives and ordinary speech otherwise, so only the words
+of the middle tell a positive from a negative. The phrase bounds are the middle's trimmed extent.
+
+Each clip's choices come from ``np.random.default_rng([seed, split_index, clip_index])``, so the
+result does not depend on worker scheduling, and clips already listed in ``manifest.jsonl`` with
+their wav on disk are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from heardet.audio import SAMPLE_RATE, resample, write_wav
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SynthConfig", "SynthReport", "check_tts", "synthesize"]
+
+GENERATOR_VERSION = 1  # bump when a change to this module changes the clips a config makes
+SPLITS = ("train", "test")
+FESTIVAL_VOICE = "voice_msu_ru_nsh_clunits"
+FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices/russian/msu_ru_nsh_clunits",)
+ESPEAK_VARIANTS = (
+    "m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f4 f5 klatt klatt2 klatt3 klatt4 Alex Andy Annie aunty belinda "
+    "boris david Denis Diogo ed edward Gene grandma grandpa Hugo iven john Lee linda Marco max Michael "
+    "norbert paul pedro quincy rob robert sandro shelby steph travis victor zac anika"
+).split()
+ESPEAK_RATE_WPM = (120, 190)
+ESPEAK_PITCH = (30, 70)  # espeak-ng pitch units, 0..99
+FESTIVAL_TEMPO = (0.85, 1.15)  # sox tempo factor
+FESTIVAL_PITCH_CENTS = (-250, 250)  # sox pitch shift
+EDGE_SILENCE_S = (0.15, 0.7)  # silence before the first and after the last segment
+PAUSE_S = (0.05, 0.35)  # pause between segments
+REVERB_RT60_S = (0.15, 0.7)
+TRIM_DB = 35.0  # a 10 ms frame this far below the loudest frame counts as silence
+SPEECH_PEAK = 0.35  # peak level of the clean speech before augmentation (about -9 dBFS)
+BABBLE_SPEAKERS = 3
+POSITIONS = ("start", "middle", "end", "alone")
+POSITION_WEIGHTS = (0.3, 0.35, 0.25, 0.1)
+NOISE_KINDS = ("white", "pink", "babble")
+FILLER_PROB = 0.3
+
+TEMPLATES = (
+    "алло, я вас {p}, перезвоните", "{p}, что вы сказали", "алло, алло, {p}", "{p}",
+    "извините, {p}, повторите пожалуйста", "говорите громче, {p}", "{p}, у меня плохая связь",
+    "простите, я {p} вас", "что? {p}, связь пропадает", "{p}, перезвоните мне позже",
+    "алло, {p} ничего", "я вас совсем {p}", "{p}, напишите мне сообщение", "подождите, {p}, тут шумно",
+    "опять {p}, что за связь", "девушка, {p}, говорите в трубку", "{p}, вы пропадаете",
+    "мама, {p}, я в метро", "ну вот, опять {p}", "{p}, алло", "я в лифте и {p}",
+    "повторите номер, {p}", "так, {p}, говорите медленнее", "к сожалению, {p}, перезвоню",
+    "{p} вас, отойдите от дороги", "добрый день, {p}", "{p}, какой у вас адрес", "сергей, {p}",
+)
+FILLERS_BEFORE = ("ну", "алло", "так", "эээ", "слушай", "короче", "вот", "да")
+FILLERS_AFTER = ("ладно", "вот", "пока", "ага", "да", "в общем", "спасибо")
+ORDINARY = (
+    "не знаю", "всё хорошо", "подождите минуту", "я на работе", "сейчас перезвоню", "спасибо большое",
+    "до свидания", "всё понятно", "я в машине", "давайте завтра", "всё в порядке", "понял вас",
+    "минуточку", "очень приятно", "не надо", "не могу", "не сейчас", "я занят", "хорошо", "конечно",
+    "договорились", "я скоро буду", "отлично", "не волнуйтесь", "как дела", "добрый вечер", "я дома",
+    "вот это да", "не помню", "уже иду", "где вы", "позвоните в понедельник",
+)
+DEFAULT_HARD_NEGATIVES = {
+    "не слышу": (
+        "не слышно", "не слышал", "не слышала", "не слышали", "не слышит", "не слышим", "не слышишь",
+        "не слышат", "не слышны", "слышу", "я слышу", "хорошо слышу", "всё слышу", "слышно", "не спешу",
+        "не слушаю", "не слушай", "не вижу", "не пишу", "не дышу", "не решу", "не скажу",
+    ),
+}
+ENDINGS = ("ал", "ала", "али", "ит", "им", "ат", "ишь", "но", "ны", "и", "а")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate. Units: fractions and probabilities 0..1, levels in dB, counts in clips.
+
+    Attributes:
+        phrase: the target phrase; positives say it once inside a carrier sentence.
+        n_train: train clips. n_test: test clips.
+        positive_fraction: share of clips that say the phrase.
+        hard_negative_fraction: share of negatives whose middle is a near miss of the phrase.
+        festival_fraction: share of clips voiced by festival (the rest by espeak-ng).
+        snr_db: (low, high) signal-to-noise ratio of the additive noise, dB.
+        noise_prob: probability a clip gets white, pink or babble noise.
+        telephone_prob: probability of an 8 kHz round trip and a 300-3400 Hz band.
+        reverb_prob: probability of synthetic reverb (exponentially decaying noise response).
+        gain_db: (low, high) final gain, dB, relative to speech peaking at about -9 dBFS.
+        hard_negatives: extra near-miss phrases, added to the defaults derived for the phrase.
+        seed: seeds every choice; same seed and settings give the same clips.
+        workers: processes used for synthesis (does not change the clips).
+    """
+
+    phrase: str = "не слышу"
+    n_train: int = 300
+    n_test: int = 200
+    positive_fraction: float = 0.5
+    hard_negative_fraction: float = 0.5
+    festival_fraction: float = 0.5
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    noise_prob: float = 0.6
+    telephone_prob: float = 0.3
+    reverb_prob: float = 0.3
+    gain_db: tuple[float, float] = (-12.0, 3.0)
+    hard_negatives: tuple[str, ...] = ()
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        def bad(name: str, allowed: str) -> ValueError:
+            return ValueError(f"SynthConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.phrase, str) or not _words(self.phrase):
+            raise bad("phrase", "a non-empty string with at least one word")
+        for name in ("n_train", "n_test", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name, "an integer >= 0")
+        if self.n_train + self.n_test == 0:
+            raise bad("n_train", "> 0 when n_test is 0 (nothing to generate)")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise bad("workers", "an integer >= 1")
+        for name in ("positive_fraction", "hard_negative_fraction", "festival_fraction",
+                     "noise_prob", "telephone_prob", "reverb_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise bad(name, "a number in [0, 1]")
+        for name, (lo, hi) in (("snr_db", (-20.0, 80.0)), ("gain_db", (-60.0, 20.0))):
+            value = getattr(self, name)
+            ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            if not ok or not lo <= value[0] <= value[1] <= hi:
+                raise bad(name, f"a (low, high) pair with {lo} <= low <= high <= {hi} dB")
+            object.__setattr__(self, name, (float(value[0]), float(value[1])))
+        if isinstance(self.hard_negatives, str) or not isinstance(self.hard_negatives, (tuple, list)):
+            raise bad("hard_negatives", "a tuple of phrases")
+        for item in self.hard_negatives:
+            if not isinstance(item, str) or not _words(item) or _contains(item, self.phrase):
+                raise ValueError(f"SynthConfig.hard_negatives must hold non-empty phrases that do not contain "
+                                 f"the phrase {self.phrase!r}, got {item!r}")
+        object.__setattr__(self, "hard_negatives", tuple(self.hard_negatives))
+
+    def clip_hash(self) -> str:
+        """Hash of the settings that shape clips (not the counts, not ``workers``)."""
+        shaping = {k: v for k, v in asdict(self).items() if k not in ("n_train", "n_test", "workers")}
+        text = json.dumps({"generator_version": GENERATOR_VERSION, **shaping}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SynthReport:
+    """What :func:`synthesize` did; counts are clips, ``seconds`` is wall time."""
+
+    out_dir: Path
+    n_train: int
+    n_test: int
+    n_generated: int
+    n_skipped: int
+    seconds: float
+    positives_train: int
+    positives_test: int
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W\d_]+", text.lower().replace("ё", "е"))
+
+
+def _count(text: str, phrase: str) -> int:
+    """How often the words of ``phrase`` occur, in order and adjacent, in ``text``."""
+    t, p = _words(text), _words(phrase)
+    return sum(t[i : i + len(p)] == p for i in range(len(t) - len(p) + 1)) if p else 0
+
+
+def _contains(text: str, phrase: str) -> bool:
+    return _count(text, phrase) > 0
+
+
+def _near_misses(config: SynthConfig) -> list[str]:
+    """Near-miss middles: curated for a known phrase, else each word alone and ending variants."""
+    key = " ".join(_words(config.phrase))
+    candidates = list(DEFAULT_HARD_NEGATIVES.get(key, ()))
+    if not candidates:
+        words = _words(config.phrase)
+        if len(words) > 1:
+            candidates += words
+        last = words[-1]
+        for stem in (last[:-1], last[:-2]) if len(last) > 3 else ():
+            candidates += [" ".join(words[:-1] + [stem + ending]) for ending in ENDINGS]
+    candidates += config.hard_negatives
+    seen: dict[str, None] = {}
+    for item in candidates:
+        if _words(item) and not _contains(item, config.phrase):
+            seen.setdefault(item.strip(), None)
+    return list(seen)
+
+
+def check_tts(festival: bool = True) -> None:
+    """Check that espeak-ng with Russian, sox and (if ``festival``) festival with festvox-ru are installed.
+
+    Raises:
+        RuntimeError: naming what is missing and the ``apt-get install`` command that adds it.
+    """
+    missing = []
+    if shutil.which("espeak-ng") is None:
+        missing.append("espeak-ng")
+    else:
+        voices = subprocess.run(["espeak-ng", "--voices=ru"], capture_output=True, text=True, check=False)
+        if not re.search(r"\bru\b", voices.stdout):
+            missing.append("espeak-ng-data (Russian voice 'ru')")
+    if shutil.which("sox") is None:
+        missing.append("sox")
+    if festival:
+        if shutil.which("festival") is None:
+            missing += ["festival", "festvox-ru"]
+        elif not any(Path(d).is_dir() for d in FESTIVAL_VOICE_DIRS):
+            missing.append(f"festvox-ru (festival voice {FESTIVAL_VOICE})")
+    if missing:
+        packages = " ".join(sorted({m.split()[0] for m in missing}))
+        raise RuntimeError(f"TTS tools missing: {', '.join(missing)}. Install them with: "
+                           f"sudo apt-get install -y {packages}")
+
+
+def _pick(rng: np.random.Generator, items: tuple | list) -> Any:
+    return items[int(rng.integers(len(items)))]
+
+
+def _plan_clip(config: SynthConfig, near: list[str], split: str, index: int) -> dict[str, Any]:
+    """Every random choice of one clip, drawn from its own generator in a fixed order."""
+    split_index = SPLITS.index(split)
+    phases = np.random.default_rng([config.seed, split_index]).random(2)
+    rng = np.random.default_rng([config.seed, split_index, index])
+    # Low-discrepancy sequences keep label and engine shares close to the fractions for any count.
+    u = (phases[0] + index * 0.6180339887498949) % 1.0
+    v = (phases[1] + index * 0.41421356237309515) % 1.0
+    pf, hf = config.positive_fraction, config.hard_negative_fraction
+    if u < pf:
+        kind, middle = "positive", config.phrase
+    elif (u - pf) / (1.0 - pf) < hf and near:
+        kind, middle = "hard_negative", _pick(rng, near)
+    else:
+        kind, middle = "negative", _pick(rng, ORDINARY)
+    for _ in range(50):  # a carrier must not add (another) occurrence of the phrase
+        position = POSITIONS[int(rng.choice(len(POSITIONS), p=POSITION_WEIGHTS))]
+        template = _pick(rng, [t for t in TEMPLATES if _position(t) == position])
+        prefix, suffix = (part.strip(" ,?.!") for part in template.split("{p}"))
+        if prefix and rng.random() < FILLER_PROB:
+            prefix = f"{_pick(rng, FILLERS_BEFORE)}, {prefix}"
+        if suffix and rng.random() < FILLER_PROB:
+            suffix = f"{suffix}, {_pick(rng, FILLERS_AFTER)}"
+        text = ", ".join(part for part in (prefix, middle, suffix) if part)
+        if _count(text, config.phrase) == int(kind == "positive"):
+            break
+    else:
+        position, prefix, suffix, text = "alone", "", "", middle
+    if v < config.festival_fraction:
+        engine, voice = "festival", FESTIVAL_VOICE
+        rate = round(float(rng.uniform(*FESTIVAL_TEMPO)), 3)
+        pitch = int(rng.integers(FESTIVAL_PITCH_CENTS[0], FESTIVAL_PITCH_CENTS[1] + 1))
+    else:
+        engine, voice = "espeak-ng", f"ru+{_pick(rng, ESPEAK_VARIANTS)}"
+        rate = int(rng.integers(ESPEAK_RATE_WPM[0], ESPEAK_RATE_WPM[1] + 1))
+        pitch = int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1))
+    timing = [round(float(rng.uniform(*EDGE_SILENCE_S)), 3) for _ in range(2)]
+    pauses = [round(float(rng.uniform(*PAUSE_S)), 3) for _ in range(2)]
+    noise = _pick(rng, NOISE_KINDS) if rng.random() < config.noise_prob else None
+    babble = [{"voice": f"ru+{_pick(rng, ESPEAK_VARIANTS)}", "rate": int(rng.integers(130, 190)),
+               "text": ", ".join(_pick(rng, ORDINARY) for _ in range(4))} for _ in range(BABBLE_SPEAKERS)]
+    augment = {
+        "noise": noise,
+        "snr_db": round(float(rng.uniform(*config.snr_db)), 2) if noise else None,
+        "telephone": bool(rng.random() < config.telephone_prob),
+        "reverb": round(float(rng.uniform(*REVERB_RT60_S)), 3) if rng.random() < config.reverb_prob else None,
+        "gain_db": round(float(rng.uniform(*config.gain_db)), 2),
+    }
+    return {
+        "id": f"{split}_{index + 1:04d}", "split": split, "index": index, "seed": config.seed, "label": int(kind == "positive"),
+        "kind": kind, "text": text, "middle": middle, "position": position, "prefix": prefix, "suffix": suffix,
+        "engine": engine, "voice": voice, "rate": rate, "pitch": pitch, "lead_s": timing[0], "tail_s": timing[1],
+        "pauses_s": pauses, "augmentations": augment, "babble": babble if noise == "babble" else None,
+    }
+
+
+def _position(template: str) -> str:
+    stripped = template.strip(" ,?.!")
+    if stripped == "{p}":
+        return "alone"
+    return "start" if stripped.startswith("{p}") else "end" if stripped.endswith("{p}") else "middle"
+
+
+def _run(cmd: list[str], stdin: bytes | None = None, timeout: float = 120) -> bytes:
+    try:
+        done = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{cmd[0]} timed out after {timeout:.0f} s: {' '.join(cmd)}") from None
+    if done.returncode != 0:
+        stderr = done.stderr.decode("utf-8", "replace").strip()
+        raise RuntimeError(f"{cmd[0]} failed (exit {done.returncode}): {stderr or 'no stderr'}")
+    return done.stdout
+
+
+def _read_wav_bytes(data: bytes, what: str) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    except Exception as exc:  # noqa: BLE001 - name the tool whose output was unreadable
+        raise RuntimeError(f"{what} produced unreadable audio ({exc})") from None
+    return resample(audio if audio.ndim == 1 else audio.mean(axis=1), int(sr), SAMPLE_RATE)
+
+
+def _espeak(text: str, voice: str, rate: int, pitch: int = 50) -> np.ndarray:
+    cmd = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout"]
+    return _read_wav_bytes(_run(cmd, stdin=text.encode("utf-8")), f"espeak-ng -v {voice}")
+
+
+def _festival_batch(texts: list[str], workdir: Path) -> dict[str, Path]:
+    """Synthesize every text with one festival process; returns text -> wav path."""
+    paths = {text: workdir / f"fest_{i}.wav" for i, text in enumerate(dict.fromkeys(texts))}
+    lines = [f"({FESTIVAL_VOICE})"]
+    for text, path in paths.items():
+        quoted = text.replace("\\", " ").replace('"', " ")
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) "{path}" \'riff)')
+    script = workdir / "batch.scm"
+    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _run(["festival", "-b", str(script)], timeout=60 + 5 * len(paths))
+    lost = [text for text, path in paths.items() if not path.is_file()]
+    if lost:
+        raise RuntimeError(f"festival wrote no audio for {len(lost)} text(s), e.g. {lost[0]!r}")
+    return paths
+
+
+def _trim(audio: np.ndarray, what: str) -> np.ndarray:
+    """Cut leading and trailing silence (10 ms frames below TRIM_DB under the loudest), keep 10 ms margins."""
+    hop = SAMPLE_RATE // 100
+    n = len(audio) // hop
+    if n == 0:
+        raise RuntimeError(f"TTS produced no audio for {what!r}")
+    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))
+    if rms.max() <= 1e-6:
+        raise RuntimeError(f"TTS produced silence for {what!r}")
+    loud = np.flatnonzero(rms >= rms.max() * 10 ** (-TRIM_DB / 20))
+    start, end = max(0, (loud[0] - 1) * hop), min(len(audio), (loud[-1] + 2) * hop)
+    return audio[start:end]
+
+
+def _voice_segment(spec: dict[str, Any], text: str, festival: dict[str, Path]) -> np.ndarray:
+    if spec["engine"] == "festival":
+        cmd = ["sox", str(festival[text]), "-t", "wav", "-", "tempo", "-s", str(spec["rate"]),
+               "pitch", str(spec["pitch"])]
+        audio = _read_wav_bytes(_run(cmd), "sox")
+    else:
+        audio = _espeak(text, spec["voice"], spec["rate"], spec["pitch"])
+    return _trim(audio, text)
+
+
+def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0))
+    return np.fft.irfft(spectrum, n)
+
+
+def _babble(spec: dict[str, Any], n: int, rng: np.random.Generator) -> np.ndarray:
+    mix = np.zeros(n)
+    for speaker in spec["babble"]:
+        speech = _trim(_espeak(speaker["text"], speaker["voice"], speaker["rate"]), speaker["text"])
+        speech = np.tile(speech, n // len(speech) + 1)
+        start = int(rng.integers(len(speech) - n + 1))
+        part = speech[start : start + n]
+        mix += part / (np.sqrt(np.mean(part**2)) + 1e-9)
+    return mix
+
+
+def _augment(spec: dict[str, Any], speech: np.ndarray, speech_power: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """Reverb, additive noise at the drawn SNR, telephone band, gain; returns audio and what was applied."""
+    from scipy.signal import butter, fftconvolve, sosfiltfilt
+
+    aug = dict(spec["augmentations"])
+    rng = np.random.default_rng([spec["seed"], SPLITS.index(spec["split"]), spec["index"], 1])
+    audio = speech.astype(np.float64)
+    if aug["reverb"]:
+        t = np.arange(int(aug["reverb"] * SAMPLE_RATE)) / SAMPLE_RATE
+        response = rng.standard_normal(len(t)) * np.exp(-6.9 * t / aug["reverb"]) * 0.3
+        response[0] = 1.0  # the direct path keeps the onset where the bounds say
+        wet = fftconvolve(audio, response)[: len(audio)]
+        audio = wet * np.sqrt(np.mean(audio**2) / (np.mean(wet**2) + 1e-12))
+    if aug["noise"]:
+        n = len(audio)
+        noise = {"white": lambda: rng.standard_normal(n), "pink": lambda: _pink(n, rng),
+                 "babble": lambda: _babble(spec, n, rng)}[aug["noise"]]()
+        noise *= np.sqrt(speech_power / 10 ** (aug["snr_db"] / 10) / (np.mean(noise**2) + 1e-12))
+        audio = audio + noise
+    if aug["telephone"]:
+        audio = resample(resample(audio.astype(np.float32), SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)[: len(audio)]
+        audio = sosfiltfilt(butter(4, (300, 3400), btype="bandpass", fs=SAMPLE_RATE, output="sos"), audio)
+    gain = 10 ** (aug["gain_db"] / 20)
+    peak = float(np.max(np.abs(audio))) * gain
+    if peak > 0.99:  # never clip: lower the gain instead and record what was applied
+        gain *= 0.99 / peak
+        aug["gain_db"] = round(20 * math.log10(gain), 2)
+    return (audio * gain).astype(np.float32), aug
+
+
+def _render(spec: dict[str, Any], festival: dict[str, Path]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Voice, splice and augment one clip; returns the audio and its manifest row."""
+    parts = [("prefix", spec["prefix"]), ("middle", spec["middle"]), ("suffix", spec["suffix"])]
+    voiced = [(role, text, _voice_segment(spec, text, festival)) for role, text in parts if text]
+    pieces, segments = [np.zeros(int(spec["lead_s"] * SAMPLE_RATE), np.float32)], []
+    cursor = len(pieces[0])
+    for k, (role, text, audio) in enumerate(voiced):
+        if k:
+            pieces.append(np.zeros(int(spec["pauses_s"][k - 1] * SAMPLE_RATE), np.float32))
+            cursor += len(pieces[-1])
+        segments.append({"role": role, "text": text, "start": round(cursor / SAMPLE_RATE, 3),
+                         "end": round((cursor + len(audio)) / SAMPLE_RATE, 3)})
+        pieces.append(audio)
+        cursor += len(audio)
+    pieces.append(np.zeros(int(spec["tail_s"] * SAMPLE_RATE), np.float32))
+    speech = np.concatenate(pieces)
+    scale = SPEECH_PEAK / (np.max(np.abs(speech)) + 1e-12)
+    speech *= scale
+    power = float(np.mean(np.concatenate([a for _, _, a in voiced]) ** 2)) * scale**2  # active speech only
+    audio, applied = _augment(spec, speech, power)
+    middle = next(s for s in segments if s["role"] == "middle")
+    row = {key: spec[key] for key in ("id", "split", "index", "label", "kind", "text", "middle", "position", "engine",
+                                      "voice", "rate", "pitch")}
+    row.update(bounds=[[middle["start"], middle["end"]]], duration=round(len(audio) / SAMPLE_RATE, 3),
+               segments=segments, augmentations=applied)
+    return audio, row
+
+
+def _render_chunk(out_dir: str, specs: list[dict[str, Any]]) -> list[tuple[str, dict | None, str | None]]:
+    """Worker: render and atomically write a chunk of clips; festival runs once for the chunk."""
+    out = Path(out_dir)
+    results: list[tuple[str, dict | None, str | None]] = []
+    with tempfile.TemporaryDirectory(prefix="heardet-synth-") as tmp:
+        festival: dict[str, Path] = {}
+        texts = [s[k] for s in specs if s["engine"] == "festival" for k in ("prefix", "middle", "suffix") if s[k]]
+        try:
+            if texts:
+                festival = _festival_batch(texts, Path(tmp))
+        except Exception as exc:  # noqa: BLE001 - report per clip, let espeak clips of the chunk go on
+            festival_error = str(exc)
+        else:
+            festival_error = None
+        for spec in specs:
+            try:
+                if spec["engine"] == "festival" and festival_error:
+                    raise RuntimeError(festival_error)
+                audio, row = _render(spec, festival)
+                staging = out / ".tmp" / f"{spec['id']}.wav"
+                write_wav(staging, audio)
+                os.replace(staging, out / f"wav_{spec['split']}" / f"{spec['id']}.wav")
+                results.append((spec["id"], row, None))
+            except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the dataset
+                results.append((spec["id"], None, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _claim(out: Path, config: SynthConfig) -> None:
+    """Refuse a directory holding clips from other settings; record this config otherwise."""
+    path = out / "synth_config.json"
+    current = json.loads(json.dumps(asdict(config), ensure_ascii=False))
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            old_hash, old_config = old["config_hash"], old["config"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is unreadable ({exc}); use a new out directory") from None
+        if old_hash != config.clip_hash():
+            changed = [k for k in current if k not in ("n_train", "n_test", "workers")
+                       and old_config.get(k) != current[k]] or ["generator_version"]
+            raise ValueError(f"{out} holds clips made with other synth settings (changed: {', '.join(changed)}; "
+                             f"hash {old_hash} != {config.clip_hash()}). Mixing them would make an inconsistent "
+                             f"dataset: use a new out directory, or the settings in {path}")
+    elif (out / "manifest.jsonl").exists() or any(any((out / f"wav_{s}").glob("*.wav")) for s in SPLITS):
+        raise ValueError(f"{out} already holds a dataset that heardet.synth did not make (no {path.name}); "
+                         f"use a new or empty out directory")
+    meta = {"generator_version": GENERATOR_VERSION, "config_hash": config.clip_hash(), "config": current}
+    _atomic_write(path, json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
+
+
+def _read_manifest(out: Path) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    path = out / "manifest.jsonl"
+    if not path.exists():
+        return rows
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            rows[row["id"]] = row
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s line %d is not a clip row (an interrupted write?); ignoring it", path, number)
+    return {k: r for k, r in rows.items() if (out / f"wav_{r.get('split')}" / f"{k}.wav").is_file()}
+
+
+def _write_outputs(out: Path, rows: dict[str, dict[str, Any]]) -> None:
+    ordered = [rows[k] for k in sorted(rows)]
+    _atomic_write(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
+    bounds = {r["id"]: r["bounds"] for r in ordered if r["split"] == "train" and r["label"] == 1}
+    _atomic_write(out / "word_bounds.json", json.dumps(bounds, indent=1) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "label"])
+    writer.writerows([r["id"], r["label"]] for r in ordered if r["split"] == "test")
+    _atomic_write(out / "test_labels.csv", buffer.getvalue())
+
+
+def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True) -> SynthReport:
+    """Generate (or finish generating) the dataset described by ``config`` into ``out_dir``.
+
+    Args:
+        out_dir: dataset directory; created if missing. A rerun with the same settings skips
+            clips already in its ``manifest.jsonl`` and regenerates any whose wav is missing.
+        config: what to generate.
+        progress: show a tqdm bar over clips.
+
+    Returns:
+        A :class:`SynthReport` with clip counts and the wall time.
+
+    Raises:
+        RuntimeError: a TTS tool is missing, or some clips could not be made (the rest are kept).
+        ValueError: ``out_dir`` holds clips made with other settings, or more clips than asked for.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    check_tts(festival=config.festival_fraction > 0)
+    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, config)
+    for split in SPLITS:
+        (out / f"wav_{split}").mkdir(exist_ok=True)
+    (out / ".tmp").mkdir(exist_ok=True)
+    rows = _read_manifest(out)
+    counts = {"train": config.n_train, "test": config.n_test}
+    extra = sorted(k for k, r in rows.items() if r.get("index", int(k.rsplit("_", 1)[-1]) - 1) >= counts[r["split"]])
+    if extra:
+        raise ValueError(f"{out} already holds more clips than asked for (e.g. {extra[0]}; n_train="
+                         f"{config.n_train}, n_test={config.n_test}); ask for at least as many or use a new out")
+    near = _near_misses(config)
+    if not near and config.hard_negative_fraction > 0:
+        logger.warning("no near misses could be derived for %r; hard negatives become ordinary speech", config.phrase)
+    todo = [spec for split in SPLITS for i in range(counts[split])
+            if (spec := _plan_clip(config, near, split, i))["id"] not in rows]
+    skipped = config.n_train + config.n_test - len(todo)
+    logger.info("synth into %s: %d clips to make, %d already there", out, len(todo), skipped)
+    size = max(1, min(32, math.ceil(len(todo) / (config.workers * 3))))
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    failures: list[str] = []
+    with tqdm(total=len(todo), desc="synth", unit="clip", disable=not progress) as bar, \
+            open(out / "manifest.jsonl", "a", encoding="utf-8") as manifest:
+
+        def collect(results: list[tuple[str, dict | None, str | None]]) -> None:
+            for clip_id, row, error in results:
+                if row is None:
+                    failures.append(f"{clip_id}: {error}")
+                    logger.warning("clip %s failed: %s", clip_id, error)
+                    continue
+                rows[clip_id] = row
+                manifest.write(json.dumps(row, ensure_ascii=False) + "\n")
+                manifest.flush()
+            bar.update(len(results))
+
+        if config.workers == 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                collect(_render_chunk(str(out), chunk))
+        else:
+            context = multiprocessing.get_context("spawn")  # safe even if the caller holds threads
+            with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
+                futures = [pool.submit(_render_chunk, str(out), chunk) for chunk in chunks]
+                for future in as_completed(futures):
+                    collect(future.result())
+    _write_outputs(out, rows)
+    shutil.rmtree(out / ".tmp", ignore_errors=True)
+    if failures:
+        raise RuntimeError(f"{len(failures)} clip(s) could not be made (the other clips are kept; rerun to retry): "
+                           + "; ".join(failures[:3]))
+    report = SynthReport(
+        out_dir=out, n_train=config.n_train, n_test=config.n_test, n_generated=len(todo), n_skipped=skipped,
+        seconds=round(time.perf_counter() - started, 2),
+        positives_train=sum(r["label"] for r in rows.values() if r["split"] == "train"),
+        positives_test=sum(r["label"] for r in rows.values() if r["split"] == "test"),
+    )
+    logger.info("synth done in %.1f s: %d made, %d skipped, positives train %d test %d", report.seconds,
+                report.n_generated, report.n_skipped, report.positives_train, report.positives_test)
+    return report

@@ -1,0 +1,81 @@
+"""What every entry point logs the same way: evaluations, plots, submissions, fold metrics."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from heardet.cv import CVResult
+from heardet.metrics import Scores, plot_confusion, score
+
+logger = logging.getLogger(__name__)
+
+
+def log_evaluation(split: str, labels: Sequence[int], predictions: Sequence[int], title: str = "") -> Scores:
+    """Score one labelled split; log ``<split>_macro_f1`` etc. and ``plots/confusion_<split>.png``."""
+    import mlflow
+
+    scores = score(labels, predictions)
+    mlflow.log_metrics(scores.as_metrics(f"{split}_"))
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plot_confusion(scores, Path(tmp) / f"confusion_{split}.png", f"{title} {split}".strip())
+        mlflow.log_artifact(str(png), "plots")
+    logger.info("%s %s: %s", title, split, scores.render())
+    return scores
+
+
+def log_cv(cv: CVResult, prefix: str = "cv_") -> None:
+    """Per-fold macro F1 with ``step=fold``, plus mean, std, OOF threshold and a fold bar chart."""
+    import mlflow
+
+    for fold, f1 in enumerate(cv.fold_f1):
+        mlflow.log_metric(f"{prefix}fold_macro_f1", f1, step=fold)
+    for name, values in cv.extra.items():
+        for fold, value in enumerate(values):
+            mlflow.log_metric(f"{prefix}fold_{name}", float(value), step=fold)
+    mlflow.log_metrics({f"{prefix}macro_f1_mean": cv.mean_f1, f"{prefix}macro_f1_std": cv.std_f1,
+                        f"{prefix}threshold": cv.threshold})
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(str(plot_folds(cv, Path(tmp) / "fold_f1.png")), "plots")
+
+
+def plot_folds(cv: CVResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=120)
+    ax.bar(range(len(cv.fold_f1)), cv.fold_f1, color="tab:blue")
+    ax.axhline(cv.mean_f1, color="black", linestyle="--", label=f"mean {cv.mean_f1:.3f} ± {cv.std_f1:.3f}")
+    ax.set_xlabel("fold")
+    ax.set_ylabel("macro F1")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_submission(ids: Sequence[str], labels: Sequence[int], path: str | Path) -> Path:
+    """Write the competition's ``id,label`` CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"id": list(ids), "label": np.asarray(labels, dtype=int)}).to_csv(path, index=False)
+    return path
+
+
+def log_submission(ids: Sequence[str], labels: Sequence[int], filename: str, out_dir: str | Path) -> Path:
+    """Write ``out_dir/filename`` and log it as an artifact under ``submission/``."""
+    import mlflow
+
+    path = write_submission(ids, labels, Path(out_dir) / filename)
+    mlflow.log_artifact(str(path), "submission")
+    logger.info("wrote %s (%d rows)", path, len(ids))
+    return path

@@ -1,0 +1,92 @@
+"""A disk cache of transcripts, so that no clip is transcribed twice with the same settings.
+
+The key is the SHA-256 of the audio file's bytes plus the transcriber's identity (model,
+backend and decoding options). Each entry is one JSON file that carries a checksum of its
+own payload; an entry that does not parse or whose checksum does not match is logged,
+deleted and recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def content_hash(data: bytes) -> str:
+    """SHA-256 hex digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _payload_checksum(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class TranscriptCache:
+    """Transcripts on disk under ``root/<key[:2]>/<key>.json``.
+
+    Args:
+        root: cache directory (created when first written).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+        self.corrupt = 0
+
+    @staticmethod
+    def key(audio_hash: str, identity: str) -> str:
+        """The cache key of one clip for one transcriber identity."""
+        return hashlib.sha256(f"v{FORMAT_VERSION}|{identity}|{audio_hash}".encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The cached payload for ``key``, or None (missing or corrupt; corrupt is removed)."""
+        path = self._path(key)
+        if not path.exists():
+            self.misses += 1
+            return None
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            payload = entry["payload"]
+            if entry.get("version") != FORMAT_VERSION or entry.get("checksum") != _payload_checksum(payload):
+                raise ValueError("checksum mismatch")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("transcript cache entry %s is corrupt (%s); recomputing it", path, exc)
+            self.corrupt += 1
+            self.misses += 1
+            path.unlink(missing_ok=True)
+            return None
+        self.hits += 1
+        return payload
+
+    def put(self, key: str, payload: dict[str, Any]) -> None:
+        """Store ``payload`` (JSON-serialisable) under ``key``, atomically."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"version": FORMAT_VERSION, "checksum": _payload_checksum(payload), "payload": payload}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(entry, fh, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def dataclass_payload(obj: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(asdict(obj), ensure_ascii=False))

@@ -1,0 +1,75 @@
+"""Approach 4 and promotion, on real registered models (rule members over the fake ASR)."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from heardet.ensemble import blend_csvs, vote
+from test_approaches_text import run_entrypoint
+
+
+def register_rule(data, tmp_path, rule, name):
+    run_entrypoint("transcribe", ["--data", str(data), "--rule", rule, "--register-as", name,
+                                  "--out", str(tmp_path / "out")])
+    return f"models:/{name}/1"
+
+
+def test_majority_vote_and_tie_broken_by_mean_score():
+    labels = np.array([[1, 0, 1, -1], [1, 1, 0, -1], [0, 0, -1, -1]])
+    scores = np.array([[0.9, 0.2, 0.8, np.nan], [0.8, 0.7, 0.1, np.nan], [0.1, 0.3, np.nan, np.nan]])
+    errors = [["", "", "", "bad"], ["", "", "", "bad"], ["", "", "x", "bad"]]
+    out = vote(labels, scores, errors)
+    assert [p.label for p in out] == [1, 0, 0, -1]  # 2:1, 1:2, tie 1:1 with mean 0.45, nobody could read
+    assert out[3].error == "bad"
+
+
+def test_ensemble_entrypoint_votes_registers_and_survives_deleted_members(fake_asr, phrase_dataset, mlflow_store, tmp_path):
+    right = register_rule(phrase_dataset, tmp_path, "не слыш", "m-right")
+    always = register_rule(phrase_dataset, tmp_path, "слыш", "m-always")       # fires on every clip
+    never = register_rule(phrase_dataset, tmp_path, "не вижу", "m-never")      # fires on none
+    run = run_entrypoint("ensemble", ["--members", ",".join([right, always, never]), "--data", str(phrase_dataset),
+                                      "--out", str(tmp_path / "out")])
+    assert run.data.tags["member_1_version"] == "m-always/1"
+    assert run.data.metrics["test_macro_f1"] == 1.0, "2 of 3 members agree with the truth on every clip"
+    blended = pd.read_csv(tmp_path / "out" / "approach_4_blended.csv")
+    assert blended.label.tolist() == [1, 1, 0, 0]
+
+    client = mlflow.MlflowClient()
+    for name in ("m-right", "m-always", "m-never"):
+        client.delete_registered_model(name)
+    model = mlflow.pyfunc.load_model("models:/heardet-ensemble/1")
+    wavs = sorted((phrase_dataset / "wav_test").glob("*.wav"))
+    out = model.predict(pd.DataFrame({"audio": [wavs[0].read_bytes(), wavs[2].read_bytes(), b"junk"]}))
+    assert out.label.tolist() == [1, 0, -1]
+    vote_columns = [c for c in out.columns if c.startswith("vote_")]
+    assert len(vote_columns) == 3 and out[vote_columns[1]].tolist() == [1, 1, -1]
+
+
+def test_promote_refuses_a_worse_candidate_unless_forced(fake_asr, phrase_dataset, mlflow_store, tmp_path):
+    from heardet.registry import PromotionRefused, current_production, promote
+
+    register_rule(phrase_dataset, tmp_path, "не слыш", "heardet-rule")   # version 1: right
+    register_rule(phrase_dataset, tmp_path, "не вижу", "heardet-rule")   # version 2: never fires
+    first = promote("heardet-rule", 1, phrase_dataset, progress=False)
+    assert first.promoted and current_production("heardet-rule") == "1"
+    with pytest.raises(PromotionRefused, match="worse than Production"):
+        promote("heardet-rule", 2, phrase_dataset, progress=False)
+    assert current_production("heardet-rule") == "1"
+    forced = promote("heardet-rule", 2, phrase_dataset, force=True, progress=False)
+    assert forced.previous == "1" and forced.candidate_f1 < forced.previous_f1
+    assert mlflow.MlflowClient().get_model_version("heardet-rule", "2").current_stage == "Production"
+    assert mlflow.MlflowClient().get_model_version("heardet-rule", "1").current_stage == "Archived"
+
+
+def test_blend_majority_votes_and_refuses_mismatched_ids(tmp_path):
+    from heardet.cli import main
+
+    for name, labels in {"a": [1, 0, 1], "b": [1, 1, 0], "c": [0, 0, 1]}.items():
+        pd.DataFrame({"id": ["x", "y", "z"], "label": labels}).to_csv(tmp_path / f"{name}.csv", index=False)
+    assert blend_csvs([tmp_path / f"{n}.csv" for n in "abc"]).label.tolist() == [1, 0, 1]
+    pd.DataFrame({"id": ["x", "y", "w"], "label": [1, 1, 1]}).to_csv(tmp_path / "d.csv", index=False)
+    result = CliRunner().invoke(main, ["blend", str(tmp_path / "a.csv"), str(tmp_path / "d.csv"), "-o",
+                                       str(tmp_path / "o.csv")])
+    assert result.exit_code == 2 and "ids differ" in result.output
