@@ -1,28 +1,14 @@
 """Generate a labelled Russian TTS dataset in the competition layout, deterministically and resumably.
 
-```
-OUT/
-  wav_train/<id>.wav   wav_test/<id>.wav    16 kHz mono PCM16
-  word_bounds.json     {"<id>": [[start_s, end_s]]} for every train clip that says the phrase
-  test_labels.csv      id,label for wav_test
-  manifest.jsonl       one JSON object per clip: what was said, by which voice, how it was augmented
-  synth_config.json    the generator settings and their hash (one config per directory)
-```
-
-Every clip is built the same way whatever its label: a carrier prefix, a *middle* and a carrier
-suffix (either may be absent) are synthesized separately with one voice, trimmed of silence and
-spliced with random pauses. The middle is the phrase for positives, a near miss («не слышно»,
-«не слышал», «не спешу», ...) for hard negatives and ordinary speech otherwise, so only the words
-of the middle tell a positive from a negative. The phrase bounds are the middle's trimmed extent.
-
-Each clip's choices come from ``np.random.default_rng([seed, split_index, clip_index])``, so the
-result does not depend on worker scheduling, and clips already listed in ``manifest.jsonl`` with
-their wav on disk are skipped on a rerun.
+Every clip is built the same way whatever its label: a carrier prefix, a *middle* and a carrier suffix
+(either may be absent) are voiced separately by one voice, trimmed of silence and spliced with random
+pauses. The middle is the phrase (positives), a near miss such as «не слышно» (hard negatives) or ordinary
+speech, so only its words tell the classes apart; the phrase bounds are the middle's trimmed extent.
+Each clip's choices come from ``np.random.default_rng([seed, split_index, clip_index])``.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -38,7 +24,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -53,25 +39,26 @@ GENERATOR_VERSION = 1  # bump when a change to this module changes the clips a c
 SPLITS = ("train", "test")
 FESTIVAL_VOICE = "voice_msu_ru_nsh_clunits"
 FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices/russian/msu_ru_nsh_clunits",)
-ESPEAK_VARIANTS = (
-    "m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f4 f5 klatt klatt2 klatt3 klatt4 Alex Andy Annie aunty belinda "
-    "boris david Denis Diogo ed edward Gene grandma grandpa Hugo iven john Lee linda Marco max Michael "
-    "norbert paul pedro quincy rob robert sandro shelby steph travis victor zac anika"
-).split()
+ESPEAK_VARIANTS = tuple(
+    "m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f4 f5 klatt klatt2 klatt3 klatt4 Alex Andy Annie aunty belinda boris david "
+    "Denis Diogo ed edward Gene grandma grandpa Hugo iven john Lee linda Marco max Michael norbert paul pedro "
+    "quincy rob robert sandro shelby steph travis victor zac anika".split())
 ESPEAK_RATE_WPM = (120, 190)
 ESPEAK_PITCH = (30, 70)  # espeak-ng pitch units, 0..99
-FESTIVAL_TEMPO = (0.85, 1.15)  # sox tempo factor
-FESTIVAL_PITCH_CENTS = (-250, 250)  # sox pitch shift
+FESTIVAL_TEMPO = (0.85, 1.15)  # sox tempo factor applied to festival speech
+FESTIVAL_PITCH_CENTS = (-250, 250)  # sox pitch shift applied to festival speech
 EDGE_SILENCE_S = (0.15, 0.7)  # silence before the first and after the last segment
 PAUSE_S = (0.05, 0.35)  # pause between segments
 REVERB_RT60_S = (0.15, 0.7)
 TRIM_DB = 35.0  # a 10 ms frame this far below the loudest frame counts as silence
-SPEECH_PEAK = 0.35  # peak level of the clean speech before augmentation (about -9 dBFS)
+SPEECH_PEAK = 0.35  # peak of the clean speech before augmentation (about -9 dBFS)
+NOISE_FLOOR = 3e-4  # std of the white noise floor every clip gets (about -70 dBFS), so pauses are not digital zero
+MIN_CLIP_S = 1.2  # shorter clips get a longer trailing silence
 BABBLE_SPEAKERS = 3
-POSITIONS = ("start", "middle", "end", "alone")
+POSITIONS = ("start", "middle", "end", "alone")  # where the middle sits in its carrier
 POSITION_WEIGHTS = (0.3, 0.35, 0.25, 0.1)
 NOISE_KINDS = ("white", "pink", "babble")
-FILLER_PROB = 0.3
+FILLER_PROB = 0.3  # chance of a filler word before the prefix, and after the suffix
 
 TEMPLATES = (
     "алло, я вас {p}, перезвоните", "{p}, что вы сказали", "алло, алло, {p}", "{p}",
@@ -92,83 +79,65 @@ ORDINARY = (
     "договорились", "я скоро буду", "отлично", "не волнуйтесь", "как дела", "добрый вечер", "я дома",
     "вот это да", "не помню", "уже иду", "где вы", "позвоните в понедельник",
 )
-DEFAULT_HARD_NEGATIVES = {
-    "не слышу": (
-        "не слышно", "не слышал", "не слышала", "не слышали", "не слышит", "не слышим", "не слышишь",
-        "не слышат", "не слышны", "слышу", "я слышу", "хорошо слышу", "всё слышу", "слышно", "не спешу",
-        "не слушаю", "не слушай", "не вижу", "не пишу", "не дышу", "не решу", "не скажу",
-    ),
-}
-ENDINGS = ("ал", "ала", "али", "ит", "им", "ат", "ишь", "но", "ны", "и", "а")
+DEFAULT_HARD_NEGATIVES = {"не слышу": (
+    "не слышно", "не слышал", "не слышала", "не слышали", "не слышит", "не слышим", "не слышишь",
+    "не слышат", "не слышны", "слышу", "я слышу", "хорошо слышу", "всё слышу", "слышно", "не спешу",
+    "не слушаю", "не слушай", "не вижу", "не пишу", "не дышу", "не решу", "не скажу",
+)}
+ENDINGS = ("ал", "ала", "али", "ит", "им", "ат", "ишь", "но", "ны", "и", "а")  # for derived near misses
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """What to generate. Units: fractions and probabilities 0..1, levels in dB, counts in clips.
+    """What to generate; validated on creation (``ValueError`` names the field, value and allowed range).
 
-    Attributes:
-        phrase: the target phrase; positives say it once inside a carrier sentence.
-        n_train: train clips. n_test: test clips.
-        positive_fraction: share of clips that say the phrase.
-        hard_negative_fraction: share of negatives whose middle is a near miss of the phrase.
-        festival_fraction: share of clips voiced by festival (the rest by espeak-ng).
-        snr_db: (low, high) signal-to-noise ratio of the additive noise, dB.
-        noise_prob: probability a clip gets white, pink or babble noise.
-        telephone_prob: probability of an 8 kHz round trip and a 300-3400 Hz band.
-        reverb_prob: probability of synthetic reverb (exponentially decaying noise response).
-        gain_db: (low, high) final gain, dB, relative to speech peaking at about -9 dBFS.
-        hard_negatives: extra near-miss phrases, added to the defaults derived for the phrase.
-        seed: seeds every choice; same seed and settings give the same clips.
-        workers: processes used for synthesis (does not change the clips).
+    ``snr_db``/``gain_db`` are (low, high) ranges drawn uniformly per clip; ``hard_negatives``
+    extends the near misses derived for ``phrase``; ``workers`` never changes the clips.
     """
 
     phrase: str = "не слышу"
-    n_train: int = 300
-    n_test: int = 200
-    positive_fraction: float = 0.5
-    hard_negative_fraction: float = 0.5
-    festival_fraction: float = 0.5
-    snr_db: tuple[float, float] = (5.0, 30.0)
-    noise_prob: float = 0.6
-    telephone_prob: float = 0.3
-    reverb_prob: float = 0.3
-    gain_db: tuple[float, float] = (-12.0, 3.0)
-    hard_negatives: tuple[str, ...] = ()
+    n_train: int = 300  # clips
+    n_test: int = 200  # clips
+    positive_fraction: float = 0.5  # share of clips that say the phrase
+    hard_negative_fraction: float = 0.5  # share of negatives that are near misses
+    festival_fraction: float = 0.5  # share of clips voiced by festival (rest espeak-ng)
+    snr_db: tuple[float, float] = (5.0, 30.0)  # dB, additive noise (white, pink, babble)
+    noise_prob: float = 0.6  # probability per clip
+    telephone_prob: float = 0.3  # 8 kHz round trip + 300-3400 Hz band; probability per clip
+    reverb_prob: float = 0.3  # exponentially decaying noise response; probability per clip
+    gain_db: tuple[float, float] = (-12.0, 3.0)  # dB relative to speech peaking at about -9 dBFS
+    hard_negatives: tuple[str, ...] = ()  # extra near-miss phrases
     seed: int = 0
-    workers: int = 2
+    workers: int = 2  # processes
 
     def __post_init__(self) -> None:
-        def bad(name: str, allowed: str) -> ValueError:
-            return ValueError(f"SynthConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+        def fail(name: str, allowed: str) -> NoReturn:
+            raise ValueError(f"SynthConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
         if not isinstance(self.phrase, str) or not _words(self.phrase):
-            raise bad("phrase", "a non-empty string with at least one word")
-        for name in ("n_train", "n_test", "seed"):
+            fail("phrase", "a string with at least one word")
+        for name, low in (("n_train", 0), ("n_test", 0), ("seed", 0), ("workers", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise bad(name, "an integer >= 0")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                fail(name, f"an integer >= {low}")
         if self.n_train + self.n_test == 0:
-            raise bad("n_train", "> 0 when n_test is 0 (nothing to generate)")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise bad("workers", "an integer >= 1")
-        for name in ("positive_fraction", "hard_negative_fraction", "festival_fraction",
-                     "noise_prob", "telephone_prob", "reverb_prob"):
+            fail("n_train", "> 0 when n_test is 0 (nothing to generate)")
+        for name in ("positive_fraction", "hard_negative_fraction", "festival_fraction", "noise_prob",
+                     "telephone_prob", "reverb_prob"):
+            if not number(getattr(self, name)) or not 0.0 <= getattr(self, name) <= 1.0:
+                fail(name, "a number in [0, 1]")
+        for name, (low, high) in (("snr_db", (-20.0, 80.0)), ("gain_db", (-60.0, 20.0))):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise bad(name, "a number in [0, 1]")
-        for name, (lo, hi) in (("snr_db", (-20.0, 80.0)), ("gain_db", (-60.0, 20.0))):
-            value = getattr(self, name)
-            ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-            if not ok or not lo <= value[0] <= value[1] <= hi:
-                raise bad(name, f"a (low, high) pair with {lo} <= low <= high <= {hi} dB")
+            if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(number, value))
+                    and low <= value[0] <= value[1] <= high):
+                fail(name, f"a (low, high) pair in dB with {low} <= low <= high <= {high}")
             object.__setattr__(self, name, (float(value[0]), float(value[1])))
-        if isinstance(self.hard_negatives, str) or not isinstance(self.hard_negatives, (tuple, list)):
-            raise bad("hard_negatives", "a tuple of phrases")
-        for item in self.hard_negatives:
-            if not isinstance(item, str) or not _words(item) or _contains(item, self.phrase):
-                raise ValueError(f"SynthConfig.hard_negatives must hold non-empty phrases that do not contain "
-                                 f"the phrase {self.phrase!r}, got {item!r}")
+        if isinstance(self.hard_negatives, str) or not isinstance(self.hard_negatives, (tuple, list)) or any(
+                not isinstance(h, str) or not _words(h) or _count(h, self.phrase) for h in self.hard_negatives):
+            fail("hard_negatives", f"a tuple of phrases that do not contain the phrase {self.phrase!r}")
         object.__setattr__(self, "hard_negatives", tuple(self.hard_negatives))
 
     def clip_hash(self) -> str:
@@ -202,31 +171,20 @@ def _count(text: str, phrase: str) -> int:
     return sum(t[i : i + len(p)] == p for i in range(len(t) - len(p) + 1)) if p else 0
 
 
-def _contains(text: str, phrase: str) -> bool:
-    return _count(text, phrase) > 0
-
-
 def _near_misses(config: SynthConfig) -> list[str]:
     """Near-miss middles: curated for a known phrase, else each word alone and ending variants."""
-    key = " ".join(_words(config.phrase))
-    candidates = list(DEFAULT_HARD_NEGATIVES.get(key, ()))
+    words = _words(config.phrase)
+    candidates = list(DEFAULT_HARD_NEGATIVES.get(" ".join(words), ()))
     if not candidates:
-        words = _words(config.phrase)
-        if len(words) > 1:
-            candidates += words
-        last = words[-1]
-        for stem in (last[:-1], last[:-2]) if len(last) > 3 else ():
+        candidates += words if len(words) > 1 else []
+        for stem in (words[-1][:-1], words[-1][:-2]) if len(words[-1]) > 3 else ():
             candidates += [" ".join(words[:-1] + [stem + ending]) for ending in ENDINGS]
     candidates += config.hard_negatives
-    seen: dict[str, None] = {}
-    for item in candidates:
-        if _words(item) and not _contains(item, config.phrase):
-            seen.setdefault(item.strip(), None)
-    return list(seen)
+    return list(dict.fromkeys(c.strip() for c in candidates if _words(c) and not _count(c, config.phrase)))
 
 
 def check_tts(festival: bool = True) -> None:
-    """Check that espeak-ng with Russian, sox and (if ``festival``) festival with festvox-ru are installed.
+    """Check that espeak-ng (Russian), sox and, if ``festival``, festival with festvox-ru are installed.
 
     Raises:
         RuntimeError: naming what is missing and the ``apt-get install`` command that adds it.
@@ -234,17 +192,15 @@ def check_tts(festival: bool = True) -> None:
     missing = []
     if shutil.which("espeak-ng") is None:
         missing.append("espeak-ng")
-    else:
-        voices = subprocess.run(["espeak-ng", "--voices=ru"], capture_output=True, text=True, check=False)
-        if not re.search(r"\bru\b", voices.stdout):
-            missing.append("espeak-ng-data (Russian voice 'ru')")
+    elif not re.search(r"\bru\b", subprocess.run(["espeak-ng", "--voices=ru"], capture_output=True,
+                                                  text=True, check=False).stdout):
+        missing.append("espeak-ng-data (Russian voice 'ru')")
     if shutil.which("sox") is None:
         missing.append("sox")
-    if festival:
-        if shutil.which("festival") is None:
-            missing += ["festival", "festvox-ru"]
-        elif not any(Path(d).is_dir() for d in FESTIVAL_VOICE_DIRS):
-            missing.append(f"festvox-ru (festival voice {FESTIVAL_VOICE})")
+    if festival and shutil.which("festival") is None:
+        missing += ["festival", "festvox-ru"]
+    elif festival and not any(Path(d).is_dir() for d in FESTIVAL_VOICE_DIRS):
+        missing.append(f"festvox-ru (festival voice {FESTIVAL_VOICE})")
     if missing:
         packages = " ".join(sorted({m.split()[0] for m in missing}))
         raise RuntimeError(f"TTS tools missing: {', '.join(missing)}. Install them with: "
@@ -255,6 +211,12 @@ def _pick(rng: np.random.Generator, items: tuple | list) -> Any:
     return items[int(rng.integers(len(items)))]
 
 
+def _split_template(template: str) -> tuple[str, str, str]:
+    """(position, prefix, suffix) of a carrier template."""
+    prefix, suffix = (part.strip(" ,?.!") for part in template.split("{p}"))
+    return ("alone", "end", "start", "middle")[bool(prefix) + 2 * bool(suffix)], prefix, suffix
+
+
 def _plan_clip(config: SynthConfig, near: list[str], split: str, index: int) -> dict[str, Any]:
     """Every random choice of one clip, drawn from its own generator in a fixed order."""
     split_index = SPLITS.index(split)
@@ -263,35 +225,37 @@ def _plan_clip(config: SynthConfig, near: list[str], split: str, index: int) -> 
     # Low-discrepancy sequences keep label and engine shares close to the fractions for any count.
     u = (phases[0] + index * 0.6180339887498949) % 1.0
     v = (phases[1] + index * 0.41421356237309515) % 1.0
-    pf, hf = config.positive_fraction, config.hard_negative_fraction
+    pf = config.positive_fraction
     if u < pf:
         kind, middle = "positive", config.phrase
-    elif (u - pf) / (1.0 - pf) < hf and near:
+    elif (u - pf) / (1.0 - pf) < config.hard_negative_fraction and near:
         kind, middle = "hard_negative", _pick(rng, near)
     else:
         kind, middle = "negative", _pick(rng, ORDINARY)
-    for _ in range(50):  # a carrier must not add (another) occurrence of the phrase
+    for _ in range(50):  # a carrier must not add an occurrence of the phrase
         position = POSITIONS[int(rng.choice(len(POSITIONS), p=POSITION_WEIGHTS))]
-        template = _pick(rng, [t for t in TEMPLATES if _position(t) == position])
-        prefix, suffix = (part.strip(" ,?.!") for part in template.split("{p}"))
+        template = _pick(rng, [t for t in TEMPLATES if _split_template(t)[0] == position])
+        _, prefix, suffix = _split_template(template)
+        text = template.format(p=middle)
         if prefix and rng.random() < FILLER_PROB:
-            prefix = f"{_pick(rng, FILLERS_BEFORE)}, {prefix}"
+            filler = _pick(rng, FILLERS_BEFORE)
+            prefix, text = f"{filler}, {prefix}", f"{filler}, {text}"
         if suffix and rng.random() < FILLER_PROB:
-            suffix = f"{suffix}, {_pick(rng, FILLERS_AFTER)}"
-        text = ", ".join(part for part in (prefix, middle, suffix) if part)
+            filler = _pick(rng, FILLERS_AFTER)
+            suffix, text = f"{suffix}, {filler}", f"{text}, {filler}"
         if _count(text, config.phrase) == int(kind == "positive"):
             break
     else:
         position, prefix, suffix, text = "alone", "", "", middle
     if v < config.festival_fraction:
         engine, voice = "festival", FESTIVAL_VOICE
-        rate = round(float(rng.uniform(*FESTIVAL_TEMPO)), 3)
-        pitch = int(rng.integers(FESTIVAL_PITCH_CENTS[0], FESTIVAL_PITCH_CENTS[1] + 1))
+        rate = round(float(rng.uniform(*FESTIVAL_TEMPO)), 3)  # tempo factor
+        pitch = int(rng.integers(FESTIVAL_PITCH_CENTS[0], FESTIVAL_PITCH_CENTS[1] + 1))  # cents
     else:
         engine, voice = "espeak-ng", f"ru+{_pick(rng, ESPEAK_VARIANTS)}"
-        rate = int(rng.integers(ESPEAK_RATE_WPM[0], ESPEAK_RATE_WPM[1] + 1))
+        rate = int(rng.integers(ESPEAK_RATE_WPM[0], ESPEAK_RATE_WPM[1] + 1))  # words per minute
         pitch = int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1))
-    timing = [round(float(rng.uniform(*EDGE_SILENCE_S)), 3) for _ in range(2)]
+    edges = [round(float(rng.uniform(*EDGE_SILENCE_S)), 3) for _ in range(2)]
     pauses = [round(float(rng.uniform(*PAUSE_S)), 3) for _ in range(2)]
     noise = _pick(rng, NOISE_KINDS) if rng.random() < config.noise_prob else None
     babble = [{"voice": f"ru+{_pick(rng, ESPEAK_VARIANTS)}", "rate": int(rng.integers(130, 190)),
@@ -304,18 +268,11 @@ def _plan_clip(config: SynthConfig, near: list[str], split: str, index: int) -> 
         "gain_db": round(float(rng.uniform(*config.gain_db)), 2),
     }
     return {
-        "id": f"{split}_{index + 1:04d}", "split": split, "index": index, "seed": config.seed, "label": int(kind == "positive"),
-        "kind": kind, "text": text, "middle": middle, "position": position, "prefix": prefix, "suffix": suffix,
-        "engine": engine, "voice": voice, "rate": rate, "pitch": pitch, "lead_s": timing[0], "tail_s": timing[1],
-        "pauses_s": pauses, "augmentations": augment, "babble": babble if noise == "babble" else None,
+        "id": f"{split}_{index + 1:04d}", "split": split, "index": index, "seed": config.seed,
+        "label": int(kind == "positive"), "kind": kind, "text": text, "middle": middle, "position": position,
+        "prefix": prefix, "suffix": suffix, "engine": engine, "voice": voice, "rate": rate, "pitch": pitch,
+        "edges_s": edges, "pauses_s": pauses, "augmentations": augment, "babble": babble if noise == "babble" else None,
     }
-
-
-def _position(template: str) -> str:
-    stripped = template.strip(" ,?.!")
-    if stripped == "{p}":
-        return "alone"
-    return "start" if stripped.startswith("{p}") else "end" if stripped.endswith("{p}") else "middle"
 
 
 def _run(cmd: list[str], stdin: bytes | None = None, timeout: float = 120) -> bytes:
@@ -329,31 +286,31 @@ def _run(cmd: list[str], stdin: bytes | None = None, timeout: float = 120) -> by
     return done.stdout
 
 
-def _read_wav_bytes(data: bytes, what: str) -> np.ndarray:
+def _wav_from(cmd: list[str], stdin: bytes | None = None) -> np.ndarray:
+    """Run a command that writes a WAV to stdout; return it as mono float32 at ``SAMPLE_RATE``."""
     import soundfile as sf
 
     try:
-        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
-    except Exception as exc:  # noqa: BLE001 - name the tool whose output was unreadable
-        raise RuntimeError(f"{what} produced unreadable audio ({exc})") from None
-    return resample(audio if audio.ndim == 1 else audio.mean(axis=1), int(sr), SAMPLE_RATE)
+        audio, sr = sf.read(io.BytesIO(_run(cmd, stdin)), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise RuntimeError(f"{' '.join(cmd[:3])} gave no usable audio: {exc}") from None
+    return resample(audio.mean(axis=1), int(sr), SAMPLE_RATE)
 
 
 def _espeak(text: str, voice: str, rate: int, pitch: int = 50) -> np.ndarray:
     cmd = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout"]
-    return _read_wav_bytes(_run(cmd, stdin=text.encode("utf-8")), f"espeak-ng -v {voice}")
+    return _wav_from(cmd, stdin=text.encode("utf-8"))  # stdin: a text starting with "-" is no option
 
 
 def _festival_batch(texts: list[str], workdir: Path) -> dict[str, Path]:
-    """Synthesize every text with one festival process; returns text -> wav path."""
+    """Synthesize every text with one festival process (it costs ~1.3 s to start); returns text -> wav."""
     paths = {text: workdir / f"fest_{i}.wav" for i, text in enumerate(dict.fromkeys(texts))}
     lines = [f"({FESTIVAL_VOICE})"]
     for text, path in paths.items():
-        quoted = text.replace("\\", " ").replace('"', " ")
-        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) "{path}" \'riff)')
-    script = workdir / "batch.scm"
-    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _run(["festival", "-b", str(script)], timeout=60 + 5 * len(paths))
+        said = text.replace("\\", " ").replace('"', " ")  # a Scheme string cannot hold these
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{said}")) "{path}" \'riff)')
+    (workdir / "batch.scm").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _run(["festival", "-b", str(workdir / "batch.scm")], timeout=60 + 5 * len(paths))
     lost = [text for text, path in paths.items() if not path.is_file()]
     if lost:
         raise RuntimeError(f"festival wrote no audio for {len(lost)} text(s), e.g. {lost[0]!r}")
@@ -361,43 +318,38 @@ def _festival_batch(texts: list[str], workdir: Path) -> dict[str, Path]:
 
 
 def _trim(audio: np.ndarray, what: str) -> np.ndarray:
-    """Cut leading and trailing silence (10 ms frames below TRIM_DB under the loudest), keep 10 ms margins."""
+    """Cut leading and trailing silence (10 ms frames TRIM_DB below the loudest), keeping 10 ms margins."""
     hop = SAMPLE_RATE // 100
     n = len(audio) // hop
-    if n == 0:
-        raise RuntimeError(f"TTS produced no audio for {what!r}")
-    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))
+    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1)) if n else np.zeros(1)
     if rms.max() <= 1e-6:
-        raise RuntimeError(f"TTS produced silence for {what!r}")
+        raise RuntimeError(f"TTS produced no audible speech for {what!r}")
     loud = np.flatnonzero(rms >= rms.max() * 10 ** (-TRIM_DB / 20))
-    start, end = max(0, (loud[0] - 1) * hop), min(len(audio), (loud[-1] + 2) * hop)
-    return audio[start:end]
+    return audio[max(0, (loud[0] - 1) * hop) : min(len(audio), (loud[-1] + 2) * hop)]
 
 
-def _voice_segment(spec: dict[str, Any], text: str, festival: dict[str, Path]) -> np.ndarray:
+def _voice(spec: dict[str, Any], text: str, festival: dict[str, Path]) -> np.ndarray:
     if spec["engine"] == "festival":
-        cmd = ["sox", str(festival[text]), "-t", "wav", "-", "tempo", "-s", str(spec["rate"]),
-               "pitch", str(spec["pitch"])]
-        audio = _read_wav_bytes(_run(cmd), "sox")
-    else:
-        audio = _espeak(text, spec["voice"], spec["rate"], spec["pitch"])
-    return _trim(audio, text)
+        tempo, pitch = str(spec["rate"]), str(spec["pitch"])
+        cmd = ["sox", "-R", str(festival[text]), "-t", "wav", "-e", "floating-point", "-b", "32", "-",
+               "tempo", "-s", tempo, "pitch", pitch]  # float output: no random dither, repeatable
+        return _trim(_wav_from(cmd), text)
+    return _trim(_espeak(text, spec["voice"], spec["rate"], spec["pitch"]), text)
 
 
-def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0))
-    return np.fft.irfft(spectrum, n)
-
-
-def _babble(spec: dict[str, Any], n: int, rng: np.random.Generator) -> np.ndarray:
+def _noise(spec: dict[str, Any], n: int, rng: np.random.Generator) -> np.ndarray:
+    """White, pink (1/f power) or babble (other TTS voices talking) noise of ``n`` samples."""
+    if spec["augmentations"]["noise"] == "white":
+        return rng.standard_normal(n)
+    if spec["augmentations"]["noise"] == "pink":
+        spectrum = np.fft.rfft(rng.standard_normal(n))
+        return np.fft.irfft(spectrum / np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0)), n)
     mix = np.zeros(n)
     for speaker in spec["babble"]:
         speech = _trim(_espeak(speaker["text"], speaker["voice"], speaker["rate"]), speaker["text"])
         speech = np.tile(speech, n // len(speech) + 1)
         start = int(rng.integers(len(speech) - n + 1))
-        part = speech[start : start + n]
-        mix += part / (np.sqrt(np.mean(part**2)) + 1e-9)
+        mix += speech[start : start + n] / (np.sqrt(np.mean(speech**2)) + 1e-9)
     return mix
 
 
@@ -411,15 +363,13 @@ def _augment(spec: dict[str, Any], speech: np.ndarray, speech_power: float) -> t
     if aug["reverb"]:
         t = np.arange(int(aug["reverb"] * SAMPLE_RATE)) / SAMPLE_RATE
         response = rng.standard_normal(len(t)) * np.exp(-6.9 * t / aug["reverb"]) * 0.3
-        response[0] = 1.0  # the direct path keeps the onset where the bounds say
+        response[0] = 1.0  # the direct path keeps the onsets where the bounds say
         wet = fftconvolve(audio, response)[: len(audio)]
         audio = wet * np.sqrt(np.mean(audio**2) / (np.mean(wet**2) + 1e-12))
     if aug["noise"]:
-        n = len(audio)
-        noise = {"white": lambda: rng.standard_normal(n), "pink": lambda: _pink(n, rng),
-                 "babble": lambda: _babble(spec, n, rng)}[aug["noise"]]()
-        noise *= np.sqrt(speech_power / 10 ** (aug["snr_db"] / 10) / (np.mean(noise**2) + 1e-12))
-        audio = audio + noise
+        noise = _noise(spec, len(audio), rng)
+        audio = audio + noise * np.sqrt(speech_power / 10 ** (aug["snr_db"] / 10) / (np.mean(noise**2) + 1e-12))
+    audio = audio + rng.standard_normal(len(audio)) * NOISE_FLOOR
     if aug["telephone"]:
         audio = resample(resample(audio.astype(np.float32), SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)[: len(audio)]
         audio = sosfiltfilt(butter(4, (300, 3400), btype="bandpass", fs=SAMPLE_RATE, output="sos"), audio)
@@ -434,8 +384,8 @@ def _augment(spec: dict[str, Any], speech: np.ndarray, speech_power: float) -> t
 def _render(spec: dict[str, Any], festival: dict[str, Path]) -> tuple[np.ndarray, dict[str, Any]]:
     """Voice, splice and augment one clip; returns the audio and its manifest row."""
     parts = [("prefix", spec["prefix"]), ("middle", spec["middle"]), ("suffix", spec["suffix"])]
-    voiced = [(role, text, _voice_segment(spec, text, festival)) for role, text in parts if text]
-    pieces, segments = [np.zeros(int(spec["lead_s"] * SAMPLE_RATE), np.float32)], []
+    voiced = [(role, text, _voice(spec, text, festival)) for role, text in parts if text]
+    pieces, segments = [np.zeros(int(spec["edges_s"][0] * SAMPLE_RATE), np.float32)], []
     cursor = len(pieces[0])
     for k, (role, text, audio) in enumerate(voiced):
         if k:
@@ -445,40 +395,36 @@ def _render(spec: dict[str, Any], festival: dict[str, Path]) -> tuple[np.ndarray
                          "end": round((cursor + len(audio)) / SAMPLE_RATE, 3)})
         pieces.append(audio)
         cursor += len(audio)
-    pieces.append(np.zeros(int(spec["tail_s"] * SAMPLE_RATE), np.float32))
+    tail = max(int(spec["edges_s"][1] * SAMPLE_RATE), int(MIN_CLIP_S * SAMPLE_RATE) - cursor)
+    pieces.append(np.zeros(tail, np.float32))
     speech = np.concatenate(pieces)
     scale = SPEECH_PEAK / (np.max(np.abs(speech)) + 1e-12)
-    speech *= scale
     power = float(np.mean(np.concatenate([a for _, _, a in voiced]) ** 2)) * scale**2  # active speech only
-    audio, applied = _augment(spec, speech, power)
+    audio, applied = _augment(spec, speech * scale, power)
     middle = next(s for s in segments if s["role"] == "middle")
-    row = {key: spec[key] for key in ("id", "split", "index", "label", "kind", "text", "middle", "position", "engine",
-                                      "voice", "rate", "pitch")}
+    row = {k: spec[k] for k in ("id", "split", "index", "label", "kind", "text", "middle", "position", "engine",
+                                "voice", "rate", "pitch")}
     row.update(bounds=[[middle["start"], middle["end"]]], duration=round(len(audio) / SAMPLE_RATE, 3),
                segments=segments, augmentations=applied)
     return audio, row
 
 
 def _render_chunk(out_dir: str, specs: list[dict[str, Any]]) -> list[tuple[str, dict | None, str | None]]:
-    """Worker: render and atomically write a chunk of clips; festival runs once for the chunk."""
-    out = Path(out_dir)
-    results: list[tuple[str, dict | None, str | None]] = []
+    """Worker: render a chunk of clips and move each wav into place; one festival process per chunk."""
+    out, results = Path(out_dir), []
     with tempfile.TemporaryDirectory(prefix="heardet-synth-") as tmp:
-        festival: dict[str, Path] = {}
+        festival, festival_error = {}, None
         texts = [s[k] for s in specs if s["engine"] == "festival" for k in ("prefix", "middle", "suffix") if s[k]]
         try:
-            if texts:
-                festival = _festival_batch(texts, Path(tmp))
-        except Exception as exc:  # noqa: BLE001 - report per clip, let espeak clips of the chunk go on
+            festival = _festival_batch(texts, Path(tmp)) if texts else {}
+        except Exception as exc:  # noqa: BLE001 - fail its clips, let the espeak clips of the chunk go on
             festival_error = str(exc)
-        else:
-            festival_error = None
         for spec in specs:
             try:
                 if spec["engine"] == "festival" and festival_error:
                     raise RuntimeError(festival_error)
                 audio, row = _render(spec, festival)
-                staging = out / ".tmp" / f"{spec['id']}.wav"
+                staging = out / ".tmp" / f"{spec['id']}.wav"  # same file system: the rename is atomic
                 write_wav(staging, audio)
                 os.replace(staging, out / f"wav_{spec['split']}" / f"{spec['id']}.wav")
                 results.append((spec["id"], row, None))
@@ -493,8 +439,13 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _record_config(out: Path, config: SynthConfig) -> None:
+    meta = {"generator_version": GENERATOR_VERSION, "config_hash": config.clip_hash(), "config": asdict(config)}
+    _atomic_write(out / "synth_config.json", json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
+
+
 def _claim(out: Path, config: SynthConfig) -> None:
-    """Refuse a directory holding clips from other settings; record this config otherwise."""
+    """Refuse a directory holding clips made with other settings; record this config in a new one."""
     path = out / "synth_config.json"
     current = json.loads(json.dumps(asdict(config), ensure_ascii=False))
     if path.exists():
@@ -507,21 +458,19 @@ def _claim(out: Path, config: SynthConfig) -> None:
             changed = [k for k in current if k not in ("n_train", "n_test", "workers")
                        and old_config.get(k) != current[k]] or ["generator_version"]
             raise ValueError(f"{out} holds clips made with other synth settings (changed: {', '.join(changed)}; "
-                             f"hash {old_hash} != {config.clip_hash()}). Mixing them would make an inconsistent "
+                             f"hash {old_hash} != {config.clip_hash()}); mixing them would make an inconsistent "
                              f"dataset: use a new out directory, or the settings in {path}")
     elif (out / "manifest.jsonl").exists() or any(any((out / f"wav_{s}").glob("*.wav")) for s in SPLITS):
         raise ValueError(f"{out} already holds a dataset that heardet.synth did not make (no {path.name}); "
                          f"use a new or empty out directory")
-    meta = {"generator_version": GENERATOR_VERSION, "config_hash": config.clip_hash(), "config": current}
-    _atomic_write(path, json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
+    else:
+        _record_config(out, config)
 
 
 def _read_manifest(out: Path) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    path = out / "manifest.jsonl"
-    if not path.exists():
-        return rows
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    """Manifest rows by id, keeping only clips whose wav is on disk."""
+    rows, path = {}, out / "manifest.jsonl"
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines() if path.exists() else [], 1):
         try:
             row = json.loads(line)
             rows[row["id"]] = row
@@ -533,29 +482,26 @@ def _read_manifest(out: Path) -> dict[str, dict[str, Any]]:
 def _write_outputs(out: Path, rows: dict[str, dict[str, Any]]) -> None:
     ordered = [rows[k] for k in sorted(rows)]
     _atomic_write(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
-    bounds = {r["id"]: r["bounds"] for r in ordered if r["split"] == "train" and r["label"] == 1}
-    _atomic_write(out / "word_bounds.json", json.dumps(bounds, indent=1) + "\n")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "label"])
-    writer.writerows([r["id"], r["label"]] for r in ordered if r["split"] == "test")
-    _atomic_write(out / "test_labels.csv", buffer.getvalue())
+    bounds = [f'  "{r["id"]}": {json.dumps(r["bounds"])}' for r in ordered if r["split"] == "train" and r["label"]]
+    _atomic_write(out / "word_bounds.json", "{\n" + ",\n".join(bounds) + "\n}\n" if bounds else "{}\n")
+    labels = "".join(f"{r['id']},{r['label']}\n" for r in ordered if r["split"] == "test")
+    _atomic_write(out / "test_labels.csv", "id,label\n" + labels)
 
 
 def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True) -> SynthReport:
-    """Generate (or finish generating) the dataset described by ``config`` into ``out_dir``.
+    """Generate, or finish generating, the dataset described by ``config`` in ``out_dir``.
 
     Args:
-        out_dir: dataset directory; created if missing. A rerun with the same settings skips
-            clips already in its ``manifest.jsonl`` and regenerates any whose wav is missing.
+        out_dir: dataset directory, created if missing. A rerun with the same settings skips clips
+            listed in its ``manifest.jsonl`` whose wav exists; ``n_train``/``n_test`` may grow.
         config: what to generate.
         progress: show a tqdm bar over clips.
 
     Returns:
-        A :class:`SynthReport` with clip counts and the wall time.
+        Clip counts (made now, skipped, positives per split) and the wall time.
 
     Raises:
-        RuntimeError: a TTS tool is missing, or some clips could not be made (the rest are kept).
+        RuntimeError: a TTS tool is missing, or some clips failed (the others are kept; rerun to retry).
         ValueError: ``out_dir`` holds clips made with other settings, or more clips than asked for.
     """
     started = time.perf_counter()
@@ -563,15 +509,14 @@ def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progres
     check_tts(festival=config.festival_fraction > 0)
     out.mkdir(parents=True, exist_ok=True)
     _claim(out, config)
-    for split in SPLITS:
-        (out / f"wav_{split}").mkdir(exist_ok=True)
-    (out / ".tmp").mkdir(exist_ok=True)
+    for sub in ("wav_train", "wav_test", ".tmp"):
+        (out / sub).mkdir(exist_ok=True)
     rows = _read_manifest(out)
     counts = {"train": config.n_train, "test": config.n_test}
-    extra = sorted(k for k, r in rows.items() if r.get("index", int(k.rsplit("_", 1)[-1]) - 1) >= counts[r["split"]])
+    extra = sorted(k for k, r in rows.items() if r["index"] >= counts[r["split"]])
     if extra:
-        raise ValueError(f"{out} already holds more clips than asked for (e.g. {extra[0]}; n_train="
-                         f"{config.n_train}, n_test={config.n_test}); ask for at least as many or use a new out")
+        raise ValueError(f"{out} already holds more clips than asked for ({extra[0]} with n_train={config.n_train}, "
+                         f"n_test={config.n_test}); ask for at least as many, or use a new out directory")
     near = _near_misses(config)
     if not near and config.hard_negative_fraction > 0:
         logger.warning("no near misses could be derived for %r; hard negatives become ordinary speech", config.phrase)
@@ -579,7 +524,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progres
             if (spec := _plan_clip(config, near, split, i))["id"] not in rows]
     skipped = config.n_train + config.n_test - len(todo)
     logger.info("synth into %s: %d clips to make, %d already there", out, len(todo), skipped)
-    size = max(1, min(32, math.ceil(len(todo) / (config.workers * 3))))
+    size = max(1, min(32, math.ceil(len(todo) / (config.workers * 3))))  # ~3 chunks per worker, <= 32 clips
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     failures: list[str] = []
     with tqdm(total=len(todo), desc="synth", unit="clip", disable=not progress) as bar, \
@@ -590,22 +535,24 @@ def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progres
                 if row is None:
                     failures.append(f"{clip_id}: {error}")
                     logger.warning("clip %s failed: %s", clip_id, error)
-                    continue
-                rows[clip_id] = row
-                manifest.write(json.dumps(row, ensure_ascii=False) + "\n")
-                manifest.flush()
+                else:  # appended as soon as the wav is in place, so an interrupted run resumes here
+                    rows[clip_id] = row
+                    manifest.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    manifest.flush()
             bar.update(len(results))
 
         if config.workers == 1 or len(chunks) <= 1:
             for chunk in chunks:
                 collect(_render_chunk(str(out), chunk))
         else:
-            context = multiprocessing.get_context("spawn")  # safe even if the caller holds threads
+            # fork: callers need no `if __name__ == "__main__"` guard; the workers only run numpy and subprocesses
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
             with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
-                futures = [pool.submit(_render_chunk, str(out), chunk) for chunk in chunks]
-                for future in as_completed(futures):
+                for future in as_completed([pool.submit(_render_chunk, str(out), chunk) for chunk in chunks]):
                     collect(future.result())
     _write_outputs(out, rows)
+    _record_config(out, config)  # now with these counts
     shutil.rmtree(out / ".tmp", ignore_errors=True)
     if failures:
         raise RuntimeError(f"{len(failures)} clip(s) could not be made (the other clips are kept; rerun to retry): "

@@ -1,0 +1,208 @@
+"""heardet.synth: layout, labels, bounds, determinism, resumability and config validation.
+
+The TTS tests make one tiny dataset (6 train + 4 test clips, espeak-ng and festival) per module
+and copy it where a test changes it; planning tests need no TTS at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from heardet import synth
+from heardet.synth import SynthConfig, SynthReport, check_tts, synthesize
+
+MISSING = [tool for tool in ("espeak-ng", "festival", "sox") if shutil.which(tool) is None]
+needs_tts = pytest.mark.skipif(
+    bool(MISSING), reason=f"TTS tools missing: {', '.join(MISSING)} (apt-get install espeak-ng festival festvox-ru sox)")
+
+TINY = SynthConfig(n_train=6, n_test=4, seed=7, workers=1)
+
+
+def rows_of(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> tuple[Path, SynthReport]:
+    if MISSING:
+        pytest.skip(f"TTS tools missing: {', '.join(MISSING)}")
+    root = tmp_path_factory.mktemp("synth") / "data"
+    return root, synthesize(root, TINY, progress=False)
+
+
+@pytest.fixture
+def copy_of(made, tmp_path) -> Path:
+    return Path(shutil.copytree(made[0], tmp_path / "copy"))
+
+
+@needs_tts
+def test_dataset_has_the_competition_layout(made):
+    root, report = made
+    assert sorted(p.stem for p in (root / "wav_train").glob("*.wav")) == [f"train_{i:04d}" for i in range(1, 7)]
+    assert sorted(p.stem for p in (root / "wav_test").glob("*.wav")) == [f"test_{i:04d}" for i in range(1, 5)]
+    for name in ("word_bounds.json", "test_labels.csv", "manifest.jsonl", "synth_config.json"):
+        assert (root / name).is_file(), f"{name} missing"
+    assert not (root / ".tmp").exists(), "staging directory left behind"
+    assert (report.n_generated, report.n_skipped) == (10, 0)
+
+
+@needs_tts
+def test_labels_and_bounds_agree_with_the_manifest(made):
+    root, report = made
+    rows = rows_of(root)
+    assert len(rows) == 10 and len({r["id"] for r in rows}) == 10
+    bounds = json.loads((root / "word_bounds.json").read_text())
+    assert bounds == {r["id"]: r["bounds"] for r in rows if r["split"] == "train" and r["label"] == 1}
+    with open(root / "test_labels.csv", newline="") as handle:
+        labels = {row["id"]: int(row["label"]) for row in csv.DictReader(handle)}
+    assert labels == {r["id"]: r["label"] for r in rows if r["split"] == "test"}
+    assert report.positives_train == len(bounds) and report.positives_test == sum(labels.values())
+    for r in rows:
+        assert (r["kind"] == "positive") == (r["label"] == 1) == (r["middle"] == TINY.phrase), r["id"]
+
+
+@needs_tts
+def test_clips_are_16k_mono_audible_and_bounds_lie_inside(made):
+    root, _ = made
+    for r in rows_of(root):
+        info = sf.info(root / f"wav_{r['split']}" / f"{r['id']}.wav")
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16"), r["id"]
+        audio, _ = sf.read(root / f"wav_{r['split']}" / f"{r['id']}.wav")
+        assert 1.0 <= info.duration <= 10.0, f"{r['id']} lasts {info.duration:.2f} s"
+        assert abs(info.duration - r["duration"]) < 0.002
+        assert np.abs(audio).max() > 0.02, f"{r['id']} is (nearly) silent"
+        (start, end), = r["bounds"]
+        assert 0.0 < start < end < info.duration and 0.2 < end - start < 3.0, f"{r['id']} bounds {r['bounds']}"
+        # the middle is speech: louder than the noise floor in the pause before it
+        inside = np.abs(audio[int(start * 16000) : int(end * 16000)]).max()
+        assert inside > 0.01, f"{r['id']} is quiet inside its bounds"
+
+
+@needs_tts
+def test_every_clip_is_spliced_the_same_way_whatever_its_label(made):
+    root, _ = made
+    for r in rows_of(root):
+        roles = [s["role"] for s in r["segments"]]
+        expected = {"alone": ["middle"], "start": ["middle", "suffix"], "end": ["prefix", "middle"],
+                    "middle": ["prefix", "middle", "suffix"]}[r["position"]]
+        assert roles == expected, f"{r['id']}: {roles} for position {r['position']}"
+        middle = next(s for s in r["segments"] if s["role"] == "middle")
+        assert [[middle["start"], middle["end"]]] == r["bounds"] and middle["text"] == r["middle"]
+        starts = [s["start"] for s in r["segments"]]
+        assert starts == sorted(starts) and all(a["end"] < b["start"] for a, b in zip(r["segments"], r["segments"][1:]))
+        assert set(r["augmentations"]) == {"noise", "snr_db", "telephone", "reverb", "gain_db"}
+
+
+def test_planned_positives_and_negatives_share_carriers_voices_and_pauses():
+    config = SynthConfig(n_train=400, n_test=0)
+    near = synth._near_misses(config)
+    plans = [synth._plan_clip(config, near, "train", i) for i in range(400)]
+    by_label = {label: [p for p in plans if p["label"] == label] for label in (0, 1)}
+    assert 180 <= len(by_label[1]) <= 220, "positive share far from positive_fraction"
+    assert {p["kind"] for p in by_label[0]} == {"hard_negative", "negative"}
+    for label, group in by_label.items():
+        assert {p["position"] for p in group} == set(synth.POSITIONS), f"label {label} lacks a position"
+        assert {p["engine"] for p in group} == {"festival", "espeak-ng"}
+        assert 0.15 < np.mean([p["pauses_s"] for p in group]) < 0.25
+        assert all(set(p) == set(plans[0]) for p in group)
+    for p in plans:
+        assert synth._count(p["text"], config.phrase) == p["label"], p["text"]
+
+
+def test_a_custom_phrase_gets_derived_near_misses_that_never_contain_it():
+    config = SynthConfig(phrase="алло", hard_negatives=("аллея",), n_train=200, n_test=0)
+    near = synth._near_misses(config)
+    assert "аллея" in near and near and not any(synth._count(n, "алло") for n in near)
+    for i in range(200):  # carriers that say «алло» must be avoided for negatives
+        plan = synth._plan_clip(config, near, "train", i)
+        assert synth._count(plan["text"], "алло") == plan["label"], plan["text"]
+
+
+@needs_tts
+def test_same_seed_gives_identical_rows_and_audio_whatever_the_workers(made, tmp_path):
+    root, _ = made
+    again = tmp_path / "again"
+    synthesize(again, replace(TINY, workers=2), progress=False)
+    assert rows_of(again) == rows_of(root)
+    for r in rows_of(root):
+        rel = f"wav_{r['split']}/{r['id']}.wav"
+        assert (again / rel).read_bytes() == (root / rel).read_bytes(), f"{rel} differs"
+
+
+@needs_tts
+def test_a_rerun_skips_every_clip_already_made(copy_of):
+    before = {p.name: p.stat().st_mtime_ns for p in copy_of.glob("wav_*/*.wav")}
+    report = synthesize(copy_of, TINY, progress=False)
+    assert (report.n_generated, report.n_skipped) == (0, 10)
+    assert {p.name: p.stat().st_mtime_ns for p in copy_of.glob("wav_*/*.wav")} == before
+
+
+@needs_tts
+def test_a_deleted_wav_and_a_torn_manifest_line_regenerate_only_that_clip(copy_of):
+    victim = copy_of / "wav_train" / "train_0003.wav"
+    original = victim.read_bytes()
+    victim.unlink()
+    with open(copy_of / "manifest.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"id": "train_00')  # an interrupted append
+    report = synthesize(copy_of, TINY, progress=False)
+    assert (report.n_generated, report.n_skipped) == (1, 9)
+    assert victim.read_bytes() == original
+    assert len(rows_of(copy_of)) == 10
+
+
+@needs_tts
+def test_more_clips_extend_the_dataset_and_fewer_are_refused(copy_of):
+    report = synthesize(copy_of, replace(TINY, n_train=7), progress=False)
+    assert (report.n_generated, report.n_skipped) == (1, 10)
+    with pytest.raises(ValueError, match="more clips than asked"):
+        synthesize(copy_of, TINY, progress=False)
+
+
+@needs_tts
+def test_other_settings_are_refused_in_the_same_directory(copy_of):
+    with pytest.raises(ValueError, match=r"changed: seed.*new out directory"):
+        synthesize(copy_of, replace(TINY, seed=8), progress=False)
+
+
+def test_a_foreign_dataset_directory_is_refused(tmp_path, write_audio):
+    if MISSING:
+        pytest.skip("TTS tools missing")
+    write_audio("x.wav", directory=tmp_path / "data" / "wav_train")
+    with pytest.raises(ValueError, match="did not make"):
+        synthesize(tmp_path / "data", TINY, progress=False)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("phrase", "  "), ("n_train", -1), ("n_test", 1.5), ("positive_fraction", 1.2),
+    ("hard_negative_fraction", -0.1), ("festival_fraction", "half"), ("snr_db", (30.0, 5.0)),
+    ("gain_db", (0.0,)), ("noise_prob", 2), ("telephone_prob", True), ("reverb_prob", float("nan")),
+    ("hard_negatives", ("я не слышу",)), ("hard_negatives", "не слышно"), ("seed", -3), ("workers", 0),
+])
+def test_config_validation_names_the_field_and_the_value(field, value):
+    with pytest.raises(ValueError, match=rf"SynthConfig\.{field} must be .*got"):
+        SynthConfig(**{field: value})
+
+
+def test_nothing_to_generate_is_refused():
+    with pytest.raises(ValueError, match="n_train"):
+        SynthConfig(n_train=0, n_test=0)
+
+
+def test_config_hash_ignores_counts_and_workers_but_not_settings():
+    base = SynthConfig()
+    assert base.clip_hash() == SynthConfig(n_train=5, n_test=1, workers=1).clip_hash()
+    assert base.clip_hash() != SynthConfig(snr_db=(0.0, 30.0)).clip_hash()
+
+
+def test_check_tts_names_missing_tools_and_the_install_command(monkeypatch):
+    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"espeak-ng.*sox.*festival.*apt-get install -y"):
+        check_tts()
