@@ -46,7 +46,7 @@ def main(data, model, backend, language, n_folds, iterations, eval_metric, early
     from heardet.data import load_dataset
     from heardet.pyfunc import CatBoostTextModel, log_contract_model
     from heardet.textclf import CatBoostConfig, cross_validate, fit_final, predict_proba
-    from heardet.tracking import log_cv, log_evaluation, log_submission
+    from heardet.tracking import log_cv, log_evaluation, log_params, log_submission
 
     configure_logging()
     log = logging.getLogger("heardet")
@@ -57,7 +57,7 @@ def main(data, model, backend, language, n_folds, iterations, eval_metric, early
     options = DecodeOptions(language=language)
     with mlflow.start_run():
         mlflow.set_tag("approach", "catboost")
-        mlflow.log_params({"data": str(data), "model": model, "backend": backend, **asdict(config),
+        log_params({"data": str(data), "model": model, "backend": backend, **asdict(config),
                            **{f"asr_{k}": v for k, v in asdict(options).items()}})
         start = time.perf_counter()
         transcriber = make_transcriber(model, backend, options)

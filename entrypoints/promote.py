@@ -24,11 +24,12 @@ def main(name: str, version: str, data: str, force: bool) -> None:
     """Promote NAME/VERSION to Production and log the comparison to the active MLflow run."""
     from heardet.cli import configure_logging
     from heardet.registry import PromotionRefused, promote
+    from heardet.tracking import log_params
 
     configure_logging()
     with mlflow.start_run():
         mlflow.set_tag("approach", "promote")
-        mlflow.log_params({"name": name, "version": version, "data": data, "force": force})
+        log_params({"name": name, "version": version, "data": data, "force": force})
         try:
             result = promote(name, version, Path(data) if data else None, force=force)
         except PromotionRefused as exc:

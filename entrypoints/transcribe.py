@@ -38,7 +38,7 @@ def main(data, model, backend, language, beam_size, rule, phrase, out, register_
     from heardet.data import load_dataset
     from heardet.pyfunc import RuleModel, log_contract_model
     from heardet.rules import rule_label
-    from heardet.tracking import log_evaluation, log_submission
+    from heardet.tracking import log_evaluation, log_params, log_submission
 
     configure_logging()
     log = logging.getLogger("heardet")
@@ -46,7 +46,7 @@ def main(data, model, backend, language, beam_size, rule, phrase, out, register_
     options = DecodeOptions(language=language, beam_size=beam_size)
     with mlflow.start_run():
         mlflow.set_tag("approach", "rule")
-        mlflow.log_params({"data": str(data), "model": model, "backend": backend, "rule": rule,
+        log_params({"data": str(data), "model": model, "backend": backend, "rule": rule,
                            "phrase": phrase, **asdict(options)})
         start = time.perf_counter()
         transcriber = make_transcriber(model, backend, options)

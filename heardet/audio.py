@@ -134,7 +134,7 @@ def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
         samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
         return samples, int(sr)
     except Exception as sf_exc:  # noqa: BLE001 - try the slower, broader decoder next
-        first_error = str(sf_exc)
+        first_error = str(sf_exc).rsplit(": ", 1)[-1].strip() or type(sf_exc).__name__  # drop object reprs
     try:  # librosa's audioread fallback covers formats libsndfile lacks (via ffmpeg)
         import librosa
 
@@ -143,7 +143,7 @@ def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
     except Exception:  # noqa: BLE001
         pass
     raise AudioError(
-        name, f"not audio or unsupported format (expected {', '.join(AUDIO_EXTENSIONS)}; {first_error})"
+        name, f"not audio or unsupported format ({first_error}; expected {', '.join(AUDIO_EXTENSIONS)})"
     )
 
 

@@ -159,7 +159,7 @@ def load_dataset(root: str | Path, require_train: bool = False) -> Dataset:
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist; create one with `heardet synth --out {root}`")
+        raise DataError(f"data directory {root.resolve()} does not exist; create one with `heardet synth --out {root}`")
     train_files, test_files = list_audio(root / TRAIN_DIR), list_audio(root / TEST_DIR)
     if not train_files and not test_files:
         raise DataError(

@@ -39,7 +39,7 @@ def vote(labels: np.ndarray, scores: np.ndarray, errors: Sequence[Sequence[str]]
         valid = labels[:, row] >= 0
         if not valid.any():
             msg = "; ".join(sorted({e[row] for e in errors if e[row]})) or "no member could score this row"
-            out.append(Prediction(-1, float("nan"), msg))
+            out.append(Prediction(-1, 0.0, msg))
             continue
         ones = int((labels[valid, row] == 1).sum())
         zeros = int(valid.sum()) - ones
@@ -85,7 +85,7 @@ class EnsembleModel(_base()):
                 break
             out = member.predict(frame).reset_index(drop=True)
             labels[m, rows] = out["label"].astype(int).to_numpy()
-            scores[m, rows] = out["score"].astype(float).to_numpy()
+            scores[m, rows] = np.where(labels[m, rows] >= 0, out["score"].astype(float).to_numpy(), np.nan)
             for j, i in enumerate(rows):
                 errors[m][i] = str(out["error"][j] or "")
         return to_frame(vote(labels, scores, errors), {k: labels[m] for m, k in enumerate(self.keys)})

@@ -28,8 +28,21 @@ OUTPUT_COLUMNS = ("label", "score", "error")
 CODE_PATH = str(Path(__file__).resolve().parent)  # ship the heardet package with every model
 
 
-class InputError(ValueError):
-    """The request as a whole is malformed (not a single bad row)."""
+def _mlflow_exception():
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+class InputError(_mlflow_exception(), ValueError):
+    """The request as a whole is malformed (not a single bad row).
+
+    An MlflowException, so that ``mlflow models serve`` answers 400 with this message and
+    no stack trace.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code="INVALID_PARAMETER_VALUE")
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,7 @@ class Prediction:
     """One row of a model's output."""
 
     label: int
-    score: float
+    score: float  # 0.0 on rows that could not be read (label -1): JSON has no NaN
     error: str = ""
 
 
@@ -50,9 +63,10 @@ def sources_from_frame(model_input: pd.DataFrame | dict | list) -> tuple[list[ob
     frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
     columns = [c for c in (AUDIO_COLUMN, PATH_COLUMN) if c in frame.columns]
     if not columns:
+        found = f"found columns {[str(c) for c in frame.columns]}" if len(frame.columns) else "found neither"
         raise InputError(
             f"input needs a column {AUDIO_COLUMN!r} (audio file bytes or base64 text) or {PATH_COLUMN!r} "
-            f"(a file path or URI); found columns {[str(c) for c in frame.columns]}"
+            f"(a file path or URI); {found}"
         )
     sources: list[object | None] = []
     errors: list[str] = []
@@ -196,7 +210,7 @@ class _TranscribingModel(_python_model_base()):
             if i in decisions:
                 predictions.append(Prediction(decisions[i][0], decisions[i][1]))
             else:
-                predictions.append(Prediction(-1, float("nan"), errors[i] or texts[i].error))
+                predictions.append(Prediction(-1, 0.0, errors[i] or texts[i].error))
         return to_frame(predictions)
 
 

@@ -79,3 +79,16 @@ def log_submission(ids: Sequence[str], labels: Sequence[int], filename: str, out
     mlflow.log_artifact(str(path), "submission")
     logger.info("wrote %s (%d rows)", path, len(ids))
     return path
+
+
+def log_params(params: dict) -> None:
+    """``mlflow.log_params`` for keys the run does not have yet.
+
+    ``mlflow run`` has already logged the entry point's parameters as typed (quoted, for
+    values with spaces); logging them again with another spelling would be an error.
+    """
+    import mlflow
+
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
