@@ -42,7 +42,9 @@ class InputError(_mlflow_exception(), ValueError):
     """
 
     def __init__(self, message: str):
-        super().__init__(message, error_code="INVALID_PARAMETER_VALUE")
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,121 @@
+"""The served ensemble, end to end: a real `mlflow models serve` process on a free local port.
+
+Members are rule models over a tiny random CTranslate2 Whisper (faster-whisper, the real
+path); their transcripts are noise, so the test checks the contract, not accuracy.
+"""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from ct2_fixture import write_tiny_ct2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port, body: bytes | str, timeout=120):
+    data = body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture
+def served_ensemble(tmp_path, mlflow_store, monkeypatch):
+    from heardet.ensemble import EnsembleModel
+    from heardet.pyfunc import RuleModel, log_contract_model
+    from heardet.registry import promote
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    tiny = write_tiny_ct2(tmp_path / "tiny", source_positions=1500, target_positions=448)
+    options = {"language": "ru", "beam_size": 1, "temperature_fallback": False, "word_timestamps": False}
+    uris = []
+    for i, rule in enumerate(["a", "b", "c"]):
+        with mlflow.start_run():
+            log_contract_model(RuleModel(str(tiny.ct2_dir), "faster-whisper", options, rule, "abc"), "model",
+                               registered_model_name=f"member-{i}")
+        uris.append(f"models:/member-{i}/1")
+    ensemble = EnsembleModel(uris)
+    with mlflow.start_run():
+        log_contract_model(ensemble, "model", artifacts=dict(zip(ensemble.keys, uris)),
+                           registered_model_name="heardet-ensemble", extra_int_columns=ensemble.keys)
+    promote("heardet-ensemble", 1)
+
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # mlflow execs uvicorn from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    log = open(tmp_path / "serve.log", "wb")
+    server = subprocess.Popen(
+        [str(mlflow_cli), "models", "serve", "-m", "models:/heardet-ensemble@production", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()
+                time.sleep(1)
+        else:
+            pytest.fail("server did not answer /ping within 180 s:\n" + (tmp_path / "serve.log").read_text())
+        yield port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_served_ensemble_answers_every_request_form_and_isolates_bad_rows(served_ensemble, write_audio):
+    port = served_ensemble
+    clips = [base64.b64encode(write_audio(f"c{i}.wav", seconds=1.0 + i * 0.3).read_bytes()).decode() for i in range(2)]
+    corrupt = base64.b64encode(b"definitely not audio").decode()
+    bodies = {
+        "dataframe_split": {"dataframe_split": {"columns": ["audio"], "data": [[clips[0]], [corrupt], [clips[1]]]}},
+        "dataframe_records": {"dataframe_records": [{"audio": clips[0]}, {"audio": corrupt}, {"audio": clips[1]}]},
+        "inputs": {"inputs": {"audio": [clips[0], corrupt, clips[1]]}},
+    }
+    for form, body in bodies.items():
+        status, answer = post(port, json.dumps(body))
+        assert status == 200, (form, answer)
+        rows = answer["predictions"]
+        assert [r["label"] in (0, 1) for r in rows] == [True, False, True], (form, rows)
+        assert rows[1]["label"] == -1 and "not audio" in rows[1]["error"], (form, rows[1])
+        assert all(0.0 <= r["score"] <= 1.0 for r in rows), (form, rows)
+        assert sum(k.startswith("vote_") for k in rows[0]) == 3, (form, rows[0])
+
+
+def test_malformed_requests_get_a_clear_400_and_the_server_keeps_serving(served_ensemble, write_audio):
+    port = served_ensemble
+    for body in ('{"dataframe_split": {"columns": ["sound"], "data": [["x"]]}}', "not json", '{"nothing": 1}'):
+        status, answer = post(port, body)
+        assert status == 400, (body, answer)
+        assert "stack_trace" not in answer and "Traceback" not in json.dumps(answer), answer
+        assert "/heardet/" not in answer.get("message", ""), "no server paths in responses"
+    status, answer = post(port, '{"dataframe_split": {"columns": ["sound"], "data": [["x"]]}}')
+    assert "'audio'" in answer["message"] and "'path'" in answer["message"]
+    clip = base64.b64encode(write_audio("ok.wav").read_bytes()).decode()
+    status, answer = post(port, json.dumps({"inputs": {"audio": [clip]}}))
+    assert status == 200 and answer["predictions"][0]["label"] in (0, 1)
