@@ -308,10 +308,9 @@ def make_transcriber(model: str = "whisper-base", backend: str = "auto", options
 
 def default_cache() -> TranscriptCache:
     """The shared transcript cache under heardet's cache directory."""
-    import os
+    from heardet.whisper_hub import cache_dir
 
-    root = Path(os.environ.get("HEARDET_CACHE") or Path.home() / ".cache" / "heardet")
-    return TranscriptCache(root / "transcripts")
+    return TranscriptCache(cache_dir() / "transcripts")
 
 
 def transcribe_clips(transcriber: Transcriber, clips: Sequence, cache: TranscriptCache | None = None,
