@@ -4,6 +4,7 @@ Every clip is built the same way whatever its label: a carrier prefix, a *middle
 (either may be absent) are voiced separately by one voice, trimmed of silence and spliced with random
 pauses. The middle is the phrase (positives), a near miss such as «не слышно» (hard negatives) or ordinary
 speech, so only its words tell the classes apart; the phrase bounds are the middle's trimmed extent.
+The words come from :mod:`heardet.synth_text`; this module voices, splices, augments and records them.
 Each clip's choices come from ``np.random.default_rng([seed, split_index, clip_index])``.
 """
 
@@ -30,12 +31,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from heardet.audio import SAMPLE_RATE, resample, write_wav
+from heardet.synth_text import ORDINARY, _count, _near_misses, _pick, _plan_text, _words
+from heardet.synth_text import (DEFAULT_HARD_NEGATIVES, ENDINGS, FILLER_PROB, FILLERS_AFTER,  # noqa: F401 - re-exported
+                                FILLERS_BEFORE, POSITION_WEIGHTS, POSITIONS, TEMPLATES)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SynthConfig", "SynthReport", "check_tts", "synthesize"]
 
-GENERATOR_VERSION = 1  # bump when a change to this module changes the clips a config makes
+GENERATOR_VERSION = 1  # bump when a change to this module or synth_text changes the clips a config makes
 SPLITS = ("train", "test")
 FESTIVAL_VOICE = "voice_msu_ru_nsh_clunits"
 FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices/russian/msu_ru_nsh_clunits",)
@@ -55,36 +59,7 @@ SPEECH_PEAK = 0.35  # peak of the clean speech before augmentation (about -9 dBF
 NOISE_FLOOR = 3e-4  # std of the white noise floor every clip gets (about -70 dBFS), so pauses are not digital zero
 MIN_CLIP_S = 1.2  # shorter clips get a longer trailing silence
 BABBLE_SPEAKERS = 3
-POSITIONS = ("start", "middle", "end", "alone")  # where the middle sits in its carrier
-POSITION_WEIGHTS = (0.3, 0.35, 0.25, 0.1)
 NOISE_KINDS = ("white", "pink", "babble")
-FILLER_PROB = 0.3  # chance of a filler word before the prefix, and after the suffix
-
-TEMPLATES = (
-    "алло, я вас {p}, перезвоните", "{p}, что вы сказали", "алло, алло, {p}", "{p}",
-    "извините, {p}, повторите пожалуйста", "говорите громче, {p}", "{p}, у меня плохая связь",
-    "простите, я {p} вас", "что? {p}, связь пропадает", "{p}, перезвоните мне позже",
-    "алло, {p} ничего", "я вас совсем {p}", "{p}, напишите мне сообщение", "подождите, {p}, тут шумно",
-    "опять {p}, что за связь", "девушка, {p}, говорите в трубку", "{p}, вы пропадаете",
-    "мама, {p}, я в метро", "ну вот, опять {p}", "{p}, алло", "я в лифте и {p}",
-    "повторите номер, {p}", "так, {p}, говорите медленнее", "к сожалению, {p}, перезвоню",
-    "{p} вас, отойдите от дороги", "добрый день, {p}", "{p}, какой у вас адрес", "сергей, {p}",
-)
-FILLERS_BEFORE = ("ну", "алло", "так", "эээ", "слушай", "короче", "вот", "да")
-FILLERS_AFTER = ("ладно", "вот", "пока", "ага", "да", "в общем", "спасибо")
-ORDINARY = (
-    "не знаю", "всё хорошо", "подождите минуту", "я на работе", "сейчас перезвоню", "спасибо большое",
-    "до свидания", "всё понятно", "я в машине", "давайте завтра", "всё в порядке", "понял вас",
-    "минуточку", "очень приятно", "не надо", "не могу", "не сейчас", "я занят", "хорошо", "конечно",
-    "договорились", "я скоро буду", "отлично", "не волнуйтесь", "как дела", "добрый вечер", "я дома",
-    "вот это да", "не помню", "уже иду", "где вы", "позвоните в понедельник",
-)
-DEFAULT_HARD_NEGATIVES = {"не слышу": (
-    "не слышно", "не слышал", "не слышала", "не слышали", "не слышит", "не слышим", "не слышишь",
-    "не слышат", "не слышны", "слышу", "я слышу", "хорошо слышу", "всё слышу", "слышно", "не спешу",
-    "не слушаю", "не слушай", "не вижу", "не пишу", "не дышу", "не решу", "не скажу",
-)}
-ENDINGS = ("ал", "ала", "али", "ит", "им", "ат", "ишь", "но", "ны", "и", "а")  # for derived near misses
 
 
 @dataclass(frozen=True)
@@ -161,28 +136,6 @@ class SynthReport:
     positives_test: int
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[^\W\d_]+", text.lower().replace("ё", "е"))
-
-
-def _count(text: str, phrase: str) -> int:
-    """How often the words of ``phrase`` occur, in order and adjacent, in ``text``."""
-    t, p = _words(text), _words(phrase)
-    return sum(t[i : i + len(p)] == p for i in range(len(t) - len(p) + 1)) if p else 0
-
-
-def _near_misses(config: SynthConfig) -> list[str]:
-    """Near-miss middles: curated for a known phrase, else each word alone and ending variants."""
-    words = _words(config.phrase)
-    candidates = list(DEFAULT_HARD_NEGATIVES.get(" ".join(words), ()))
-    if not candidates:
-        candidates += words if len(words) > 1 else []
-        for stem in (words[-1][:-1], words[-1][:-2]) if len(words[-1]) > 3 else ():
-            candidates += [" ".join(words[:-1] + [stem + ending]) for ending in ENDINGS]
-    candidates += config.hard_negatives
-    return list(dict.fromkeys(c.strip() for c in candidates if _words(c) and not _count(c, config.phrase)))
-
-
 def check_tts(festival: bool = True) -> None:
     """Check that espeak-ng (Russian), sox and, if ``festival``, festival with festvox-ru are installed.
 
@@ -207,16 +160,6 @@ def check_tts(festival: bool = True) -> None:
                            f"sudo apt-get install -y {packages}")
 
 
-def _pick(rng: np.random.Generator, items: tuple | list) -> Any:
-    return items[int(rng.integers(len(items)))]
-
-
-def _split_template(template: str) -> tuple[str, str, str]:
-    """(position, prefix, suffix) of a carrier template."""
-    prefix, suffix = (part.strip(" ,?.!") for part in template.split("{p}"))
-    return ("alone", "end", "start", "middle")[bool(prefix) + 2 * bool(suffix)], prefix, suffix
-
-
 def _plan_clip(config: SynthConfig, near: list[str], split: str, index: int) -> dict[str, Any]:
     """Every random choice of one clip, drawn from its own generator in a fixed order."""
     split_index = SPLITS.index(split)
@@ -225,28 +168,7 @@ def _plan_clip(config: SynthConfig, near: list[str], split: str, index: int) -> 
     # Low-discrepancy sequences keep label and engine shares close to the fractions for any count.
     u = (phases[0] + index * 0.6180339887498949) % 1.0
     v = (phases[1] + index * 0.41421356237309515) % 1.0
-    pf = config.positive_fraction
-    if u < pf:
-        kind, middle = "positive", config.phrase
-    elif (u - pf) / (1.0 - pf) < config.hard_negative_fraction and near:
-        kind, middle = "hard_negative", _pick(rng, near)
-    else:
-        kind, middle = "negative", _pick(rng, ORDINARY)
-    for _ in range(50):  # a carrier must not add an occurrence of the phrase
-        position = POSITIONS[int(rng.choice(len(POSITIONS), p=POSITION_WEIGHTS))]
-        template = _pick(rng, [t for t in TEMPLATES if _split_template(t)[0] == position])
-        _, prefix, suffix = _split_template(template)
-        text = template.format(p=middle)
-        if prefix and rng.random() < FILLER_PROB:
-            filler = _pick(rng, FILLERS_BEFORE)
-            prefix, text = f"{filler}, {prefix}", f"{filler}, {text}"
-        if suffix and rng.random() < FILLER_PROB:
-            filler = _pick(rng, FILLERS_AFTER)
-            suffix, text = f"{suffix}, {filler}", f"{text}, {filler}"
-        if _count(text, config.phrase) == int(kind == "positive"):
-            break
-    else:
-        position, prefix, suffix, text = "alone", "", "", middle
+    words = _plan_text(config, near, u, rng)
     if v < config.festival_fraction:
         engine, voice = "festival", FESTIVAL_VOICE
         rate = round(float(rng.uniform(*FESTIVAL_TEMPO)), 3)  # tempo factor
@@ -269,8 +191,9 @@ def _plan_clip(config: SynthConfig, near: list[str], split: str, index: int) -> 
     }
     return {
         "id": f"{split}_{index + 1:04d}", "split": split, "index": index, "seed": config.seed,
-        "label": int(kind == "positive"), "kind": kind, "text": text, "middle": middle, "position": position,
-        "prefix": prefix, "suffix": suffix, "engine": engine, "voice": voice, "rate": rate, "pitch": pitch,
+        "label": int(words["kind"] == "positive"), "kind": words["kind"], "text": words["text"],
+        "middle": words["middle"], "position": words["position"], "prefix": words["prefix"],
+        "suffix": words["suffix"], "engine": engine, "voice": voice, "rate": rate, "pitch": pitch,
         "edges_s": edges, "pauses_s": pauses, "augmentations": augment, "babble": babble if noise == "babble" else None,
     }
 
