@@ -21,6 +21,8 @@ from pathlib import Path
 
 import click
 import mlflow
+
+from heardet.cli import friendly_errors
 import numpy as np
 
 
@@ -38,6 +40,7 @@ import numpy as np
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True)
 @click.option("--register-as", default="heardet-catboost", show_default=True)
+@friendly_errors
 def main(data, model, backend, language, n_folds, iterations, eval_metric, early_stopping_rounds,
          learning_rate, depth, seed, out, register_as) -> None:
     """Run approach 2 on DATA and log it to the active MLflow run."""

@@ -19,12 +19,15 @@ from pathlib import Path
 import click
 import mlflow
 
+from heardet.cli import friendly_errors
+
 
 @click.command()
 @click.option("--members", required=True, help="Comma-separated model URIs.")
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True)
 @click.option("--register-as", default="heardet-ensemble", show_default=True)
+@friendly_errors
 def main(members: str, data: Path, out: Path, register_as: str) -> None:
     """Bundle MEMBERS into a majority-vote model and log it to the active MLflow run."""
     from heardet.cli import configure_logging

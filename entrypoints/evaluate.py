@@ -12,11 +12,14 @@ from pathlib import Path
 import click
 import mlflow
 
+from heardet.cli import friendly_errors
+
 
 @click.command()
 @click.option("--model-uri", required=True)
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @click.option("--split", type=click.Choice(["auto", "train", "test"]), default="auto", show_default=True)
+@friendly_errors
 def main(model_uri: str, data: Path, split: str) -> None:
     """Evaluate MODEL_URI on DATA and log the result to the active MLflow run."""
     from heardet.cli import configure_logging

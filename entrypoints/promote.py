@@ -14,12 +14,15 @@ from pathlib import Path
 import click
 import mlflow
 
+from heardet.cli import friendly_errors
+
 
 @click.command()
 @click.option("--name", required=True)
 @click.option("--version", required=True)
 @click.option("--data", default="", help="Labelled directory for the quality gate (empty: no gate).")
 @click.option("--force", type=click.BOOL, default=False, show_default=True)
+@friendly_errors
 def main(name: str, version: str, data: str, force: bool) -> None:
     """Promote NAME/VERSION to Production and log the comparison to the active MLflow run."""
     from heardet.cli import configure_logging

@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 import mlflow
 
+from heardet.cli import friendly_errors
+
 
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
@@ -23,6 +25,7 @@ import mlflow
 @click.option("--phrase", default="не слышу", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@friendly_errors
 def main(out: Path, n_train: int, n_test: int, phrase: str, seed: int, workers: int) -> None:
     """Generate the dataset into OUT and log it to the active MLflow run."""
     from heardet.cli import configure_logging

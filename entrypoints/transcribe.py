@@ -20,6 +20,8 @@ from pathlib import Path
 import click
 import mlflow
 
+from heardet.cli import friendly_errors
+
 
 @click.command()
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
@@ -31,6 +33,7 @@ import mlflow
 @click.option("--phrase", default="не слышу", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True)
 @click.option("--register-as", default="heardet-rule", show_default=True)
+@friendly_errors
 def main(data, model, backend, language, beam_size, rule, phrase, out, register_as) -> None:
     """Run approach 1 on DATA and log it to the active MLflow run."""
     from heardet.asr import DecodeOptions, default_cache, make_transcriber, transcribe_clips

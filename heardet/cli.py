@@ -20,6 +20,25 @@ def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     logging.getLogger("heardet").setLevel(level)
 
 
+def friendly_errors(command):
+    """Decorator for entry points: a bad input or an unavailable model ends the command with
+    its message (exit 1) instead of a stack trace; the trace is logged at DEBUG level."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from heardet.audio import AudioError
+        from heardet.whisper_hub import ModelUnavailableError
+
+        try:
+            return command(*args, **kwargs)
+        except (DataError, AudioError, ModelUnavailableError, ValueError) as exc:
+            logger.debug("failed", exc_info=True)
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
 def fail(message: str) -> None:
     """Print ``message`` as an error and exit with status 2 (bad input)."""
     click.echo(f"error: {message}", err=True)

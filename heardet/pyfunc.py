@@ -103,7 +103,7 @@ def to_frame(predictions: Sequence[Prediction], extra: dict[str, Sequence] | Non
     return frame
 
 
-def signature(extra_int_columns: Sequence[str] = ()):
+def signature(extra_int_columns: Sequence[str] = (), extra_float_columns: Sequence[str] = ()):
     """The ModelSignature: optional ``audio`` (binary) and ``path`` (string) in; label/score/error out."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, DataType, Schema
@@ -115,6 +115,7 @@ def signature(extra_int_columns: Sequence[str] = ()):
     outputs = Schema(
         [ColSpec(DataType.long, "label"), ColSpec(DataType.double, "score"), ColSpec(DataType.string, "error")]
         + [ColSpec(DataType.long, name) for name in extra_int_columns]
+        + [ColSpec(DataType.double, name) for name in extra_float_columns]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -148,7 +149,8 @@ def pip_requirements() -> list[str]:
 
 
 def log_contract_model(python_model, name: str, artifacts: dict[str, str] | None = None,
-                       registered_model_name: str | None = None, extra_int_columns: Sequence[str] = ()):
+                       registered_model_name: str | None = None, extra_int_columns: Sequence[str] = (),
+                       extra_float_columns: Sequence[str] = ()):
     """Log ``python_model`` with the contract's signature, an input example and the heardet code.
 
     Returns:
@@ -161,7 +163,7 @@ def log_contract_model(python_model, name: str, artifacts: dict[str, str] | None
         python_model=python_model,
         artifacts=artifacts,
         code_paths=[CODE_PATH],
-        signature=signature(extra_int_columns),
+        signature=signature(extra_int_columns, extra_float_columns),
         input_example=input_example(),
         pip_requirements=pip_requirements(),
         registered_model_name=registered_model_name,
@@ -252,3 +254,48 @@ class CatBoostTextModel(_TranscribingModel):
 
         probs = predict_proba(self._classifier, texts)
         return [(int(p >= self.threshold), float(p)) for p in probs]
+
+
+class FinetuneModel(_python_model_base()):
+    """Approach 3: the fine-tuned Whisper encoder classifier (artifact ``classifier``).
+
+    Adds ``window_start_s`` / ``window_end_s``: where in the recording the best window lies.
+    """
+
+    WINDOW_COLUMNS = ("window_start_s", "window_end_s")
+
+    def __init__(self, batch_size: int = 8):
+        self.batch_size = batch_size
+        self._classifier = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_classifier": None}
+
+    def load_context(self, context) -> None:
+        from heardet.encoder_clf import load_classifier
+
+        self._classifier = load_classifier(context.artifacts["classifier"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from heardet.audio import AudioError, load_audio
+
+        if self._classifier is None:
+            self.load_context(context)
+        sources, errors = sources_from_frame(model_input)
+        audios = {}
+        for i, source in enumerate(sources):
+            if source is None:
+                continue
+            try:
+                audios[i] = load_audio(source)
+            except AudioError as exc:
+                errors[i] = exc.reason
+        rows = sorted(audios)
+        scored = dict(zip(rows, self._classifier.predict([audios[i] for i in rows], self.batch_size)))
+        predictions, starts, ends = [], [], []
+        for i in range(len(sources)):
+            clip = scored.get(i)
+            predictions.append(Prediction(clip.label, clip.score) if clip else Prediction(-1, 0.0, errors[i]))
+            starts.append(clip.start_s if clip else 0.0)
+            ends.append(clip.end_s if clip else 0.0)
+        return to_frame(predictions, dict(zip(self.WINDOW_COLUMNS, (starts, ends))))

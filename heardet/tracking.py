@@ -36,6 +36,8 @@ def log_cv(cv: CVResult, prefix: str = "cv_") -> None:
     for fold, f1 in enumerate(cv.fold_f1):
         mlflow.log_metric(f"{prefix}fold_macro_f1", f1, step=fold)
     for name, values in cv.extra.items():
+        if len(values) != len(cv.fold_f1) or not all(isinstance(v, (int, float)) for v in values):
+            continue  # per-fold numbers only (not ids, models, ...)
         for fold, value in enumerate(values):
             mlflow.log_metric(f"{prefix}fold_{name}", float(value), step=fold)
     mlflow.log_metrics({f"{prefix}macro_f1_mean": cv.mean_f1, f"{prefix}macro_f1_std": cv.std_f1,

@@ -231,6 +231,19 @@ def hf_model_dir(name: str) -> str:
     return str(out)
 
 
+def ensure_available(name: str) -> ResolvedModel:
+    """Check, without loading weights, that ``name`` can be loaded here: local, bundled, in
+    the Hugging Face cache, or the hub answers. Entry points call it before reading data.
+
+    Raises:
+        ModelUnavailableError: as for :func:`load_whisper`.
+    """
+    resolved = resolve(name)
+    if resolved.kind == "hub" and not _in_hf_cache(resolved.hf_id_or_path):
+        _require_hub(resolved.hf_id_or_path, name, "is not in the Hugging Face cache")
+    return resolved
+
+
 def load_whisper(name: str, device: str = "cpu", dtype: torch.dtype | None = None) -> WhisperBundle:
     """Load a Hugging Face Whisper model and processor by name.
 

@@ -138,3 +138,23 @@ def mlflow_store(tmp_path, monkeypatch):
     mlflow.set_experiment(experiment_id=experiment)
     yield uri
     mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_whisper(tmp_path_factory) -> Path:
+    """A random 2+2-layer Whisper (d_model 32) with a feature extractor, saved as a local
+    Hugging Face directory: usable anywhere a model name is (``--model DIR``)."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("tiny-whisper")
+    config = WhisperConfig(
+        d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
+        max_target_positions=64, vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=1, suppress_tokens=[], begin_suppress_tokens=[],
+    )
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(config).save_pretrained(root)
+    WhisperFeatureExtractor().save_pretrained(root)
+    return root

@@ -1,0 +1,371 @@
+"""Approach 3: a Whisper encoder with a classification head, run on content-sized input.
+
+The model is ``WhisperEncoder -> mean over the frames that hold audio -> Dropout -> Linear(d_model, 2)``.
+Stock Whisper pads every input to 30 s (3000 mel frames); here a batch is padded only to its
+longest clip, which makes a 5 s clip 6-9x cheaper (DESIGN.md, "Cost facts"). The stock
+``WhisperEncoder.forward`` refuses such input, so :meth:`EncoderClassifier.encode` runs the
+encoder's own submodules with the positional embeddings sliced.
+
+Padding never changes a clip's score: padded mel frames are zeros, conv1's output beyond a
+clip's length is zeroed before conv2 (so conv2 sees the zeros of its own padding), padded
+keys are masked in self-attention and only valid frames are pooled.
+
+Recordings longer than ``max_seconds`` are scored in overlapping windows
+(:func:`heardet.audio.iter_windows`); a clip's score is its best window's.
+
+Training and cross-validation live in :mod:`heardet.finetune`. This module imports torch;
+``import heardet`` does not import this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from heardet.audio import iter_windows
+
+if TYPE_CHECKING:
+    from transformers import WhisperFeatureExtractor
+
+logger = logging.getLogger(__name__)
+
+N_CLASSES = 2
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "encoder_classifier.json"
+FORMAT_VERSION = 1
+
+
+
+@dataclass(frozen=True)
+class ClipScore:
+    """The score of one recording.
+
+    Attributes:
+        score: probability of the phrase (max over windows for a long recording).
+        label: 1 when ``score >= threshold``, else 0.
+        window: index of the window that scored highest (0 for a clip that fits one window).
+        start_s: where that window starts in the recording, seconds.
+        end_s: where it ends, seconds.
+    """
+
+    score: float
+    label: int
+    window: int
+    start_s: float
+    end_s: float
+
+
+@dataclass
+class LoadedClassifier:
+    """What :func:`load_classifier` rebuilds from a directory.
+
+    Attributes:
+        model: the :class:`EncoderClassifier`, in eval mode on the requested device.
+        feature_extractor: the ``WhisperFeatureExtractor`` it was trained with.
+        threshold: decision threshold on the score.
+        max_seconds: window length used for long recordings.
+        meta: everything else saved with it (training config, format version, ...).
+    """
+
+    model: EncoderClassifier
+    feature_extractor: WhisperFeatureExtractor
+    threshold: float
+    max_seconds: float
+    meta: dict[str, Any]
+
+    def predict(self, audios: Sequence[np.ndarray], batch_size: int = 8, progress: bool = False) -> list[ClipScore]:
+        """:func:`predict_audio` with this classifier's own threshold and window length."""
+        return predict_audio(self.model, self.feature_extractor, audios, self.max_seconds, batch_size,
+                             self.threshold, progress=progress)
+
+
+class EncoderClassifier(nn.Module):
+    """Whisper encoder -> masked mean pooling -> dropout -> ``Linear(d_model, 2)``.
+
+    Args:
+        encoder: a ``transformers`` ``WhisperEncoder`` (e.g. ``model.model.encoder`` of a
+            ``WhisperForConditionalGeneration``); it is used, not copied.
+        dropout: dropout probability before the linear head.
+    """
+
+    def __init__(self, encoder: nn.Module, dropout: float = 0.2):
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.d_model, N_CLASSES)
+
+    @classmethod
+    def from_pretrained(cls, name_or_bundle: Any, dropout: float = 0.2, device: str = "cpu") -> EncoderClassifier:
+        """Build from a Whisper checkpoint, with a freshly initialised head.
+
+        Args:
+            name_or_bundle: a name or directory for :func:`heardet.whisper_hub.load_whisper`,
+                a ``WhisperBundle``, or a loaded ``WhisperForConditionalGeneration``.
+            dropout: dropout before the head.
+            device: where to load a checkpoint given by name.
+        """
+        return cls(_whisper_model(name_or_bundle, device).model.encoder, dropout)
+
+    @property
+    def max_frames(self) -> int:
+        """The most mel frames the encoder's positional embeddings cover (3000 = 30 s)."""
+        return int(self.encoder.config.max_source_positions * 2)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the encoder on content-sized features.
+
+        Args:
+            features: log-mel features ``[batch, n_mels, frames]``, zero beyond each length.
+            lengths: valid mel frames per clip ``[batch]``.
+
+        Returns:
+            hidden states ``[batch, frames_out, d_model]`` and the boolean mask of valid
+            output frames ``[batch, frames_out]`` (conv2 halves the frame rate).
+        """
+        enc = self.encoder
+        frames = features.shape[-1]
+        if frames > self.max_frames:
+            raise ValueError(f"{frames} mel frames exceed the encoder's {self.max_frames} "
+                             f"({self.max_frames // 100} s); score long audio in windows")
+        features = features.to(enc.conv1.weight.dtype)
+        lengths = lengths.to(features.device)
+        in_mask = torch.arange(frames, device=features.device)[None, :] < lengths[:, None]
+        x = nn.functional.gelu(enc.conv1(features))
+        x = x * in_mask[:, None, :].to(x.dtype)  # conv2 must see zeros past the end, as in its own padding
+        x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+        out_frames = x.shape[1]
+        valid = torch.arange(out_frames, device=x.device)[None, :] < ((lengths + 1) // 2)[:, None]
+        x = x + enc.embed_positions.weight[:out_frames]
+        x = nn.functional.dropout(x, p=enc.dropout, training=self.training)
+        # Additive mask [batch, 1, query, key]: padded keys get the dtype's minimum.
+        blocked = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
+        blocked = blocked.masked_fill(~valid, torch.finfo(x.dtype).min)
+        attn_mask = blocked[:, None, None, :].expand(-1, 1, out_frames, -1)
+        for layer in enc.layers:
+            if self.training and enc.layerdrop > 0.0 and torch.rand([]) < enc.layerdrop:
+                continue
+            x = layer(x, attn_mask)
+        return enc.layer_norm(x), valid
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Class logits ``[batch, 2]`` (index 1 = the phrase is said)."""
+        hidden, valid = self.encode(features, lengths)
+        pooled = masked_mean(hidden, valid)
+        return self.head(self.dropout(pooled))
+
+
+def masked_mean(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden [batch, frames, dim]`` over the frames where ``valid [batch, frames]`` is true."""
+    weights = valid.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def _whisper_model(name_or_bundle: Any, device: str = "cpu") -> Any:
+    """A ``WhisperForConditionalGeneration`` from a name, a bundle or the model itself."""
+    if isinstance(name_or_bundle, str | Path):
+        from heardet.whisper_hub import load_whisper  # lazy: loading is heavy and optional
+
+        return load_whisper(str(name_or_bundle), device=device).model
+    if hasattr(name_or_bundle, "processor") and hasattr(name_or_bundle, "model"):  # WhisperBundle
+        return name_or_bundle.model
+    if hasattr(name_or_bundle, "model") and hasattr(name_or_bundle.model, "encoder"):
+        return name_or_bundle
+    raise TypeError(f"expected a Whisper name, WhisperBundle or WhisperForConditionalGeneration, "
+                    f"got {type(name_or_bundle).__name__}")
+
+
+def load_pretrained(name_or_bundle: Any, dropout: float = 0.2,
+                    device: str = "cpu") -> tuple[EncoderClassifier, WhisperFeatureExtractor]:
+    """An :class:`EncoderClassifier` and its feature extractor from one Whisper checkpoint.
+
+    This is the default ``encoder_factory`` of :mod:`heardet.finetune`.
+    """
+    if isinstance(name_or_bundle, str | Path):
+        from heardet.whisper_hub import load_whisper
+
+        name_or_bundle = load_whisper(str(name_or_bundle), device=device)
+    if not hasattr(name_or_bundle, "processor"):
+        raise TypeError("load_pretrained needs a name or a WhisperBundle (for the feature extractor)")
+    model = EncoderClassifier.from_pretrained(name_or_bundle, dropout)
+    return model, name_or_bundle.processor.feature_extractor
+
+
+def log_mel(feature_extractor: WhisperFeatureExtractor, audio: np.ndarray) -> np.ndarray:
+    """Whisper log-mel features of one clip, sized to its content: ``[n_mels, len(audio) // hop]``.
+
+    Same mel filters and normalisation as Whisper's extractor, but no padding to 30 s.
+    Clips shorter than one FFT frame are zero-padded to it.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if len(audio) < feature_extractor.n_fft:
+        audio = np.pad(audio, (0, feature_extractor.n_fft - len(audio)))
+    out = feature_extractor(audio, sampling_rate=feature_extractor.sampling_rate, padding="longest",
+                            truncation=False, return_tensors="np", return_attention_mask=False)
+    return out.input_features[0].astype(np.float32, copy=False)
+
+
+def collate(features: Sequence[np.ndarray],
+            device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``[n_mels, frames]`` features zero-padded to the longest: ``[batch, n_mels, frames]``, lengths."""
+    if not features:
+        raise ValueError("collate needs at least one clip")
+    lengths = [f.shape[-1] for f in features]
+    batch = np.zeros((len(features), features[0].shape[0], max(lengths)), dtype=np.float32)
+    for row, feats in zip(batch, features):
+        row[:, : feats.shape[-1]] = feats
+    return (torch.from_numpy(batch).to(device), torch.tensor(lengths, dtype=torch.long, device=device))
+
+
+def autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing elsewhere (CPU trains and scores in float32)."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def predict_proba(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor,
+                  audios: Sequence[np.ndarray], batch_size: int = 8, progress: bool = False) -> np.ndarray:
+    """Probability of the phrase for clips that each fit the encoder (no windowing), batched.
+
+    Clips are batched by length (less padding); padding does not change a clip's score.
+    """
+    order = np.argsort([len(a) for a in audios], kind="stable")
+    probs = np.zeros(len(audios), dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(model.device):
+            starts = range(0, len(order), batch_size)
+            for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(starts) < 2):
+                rows = order[start : start + batch_size]
+                feats, lengths = collate([log_mel(feature_extractor, audios[i]) for i in rows], model.device)
+                logits = model(feats, lengths).float()
+                probs[rows] = torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
+    finally:
+        model.train(was_training)
+    return probs
+
+
+def predict_audio(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor,
+                  audios: Sequence[np.ndarray], max_seconds: float = 10.0, batch_size: int = 8,
+                  threshold: float = 0.5, hop_s: float | None = None, progress: bool = False) -> list[ClipScore]:
+    """Score recordings of any length; long ones in overlapping windows, best window wins.
+
+    Args:
+        model: an :class:`EncoderClassifier`.
+        feature_extractor: the checkpoint's ``WhisperFeatureExtractor``.
+        audios: 1-D float32 arrays at ``SAMPLE_RATE``.
+        max_seconds: window length; recordings up to this long are scored whole.
+        batch_size: windows per forward pass (windows of all recordings are batched together,
+            shortest first).
+        threshold: ``label = score >= threshold``.
+        hop_s: window hop (default: three quarters of ``max_seconds``).
+        progress: show a tqdm bar over batches.
+
+    Returns:
+        One :class:`ClipScore` per recording, in input order.
+    """
+    if not 0 < max_seconds * 100 <= model.max_frames:
+        raise ValueError(f"max_seconds must be in (0, {model.max_frames / 100:g}], got {max_seconds!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    windows = [(clip, window) for clip, audio in enumerate(audios)
+               for window in iter_windows(np.asarray(audio, dtype=np.float32), max_seconds, hop_s)]
+    scores = predict_proba(model, feature_extractor, [w.audio for _, w in windows], batch_size, progress)
+    best: dict[int, ClipScore] = {}
+    for (clip, window), value in zip(windows, scores):
+        if clip not in best or value > best[clip].score:
+            best[clip] = ClipScore(float(value), int(value >= threshold), window.index, window.start_s, window.end_s)
+    return [best[clip] for clip in range(len(audios))]
+
+
+def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor, config: Any,
+                    threshold: float, out_dir: str | Path, max_seconds: float | None = None) -> Path:
+    """Write a classifier that :func:`load_classifier` rebuilds without the hub.
+
+    Files: ``model.safetensors`` (encoder + head weights), ``encoder_classifier.json`` (the
+    encoder's ``WhisperConfig``, dropout, threshold, max_seconds, training config) and the
+    feature extractor's ``preprocessor_config.json``.
+
+    Args:
+        model: an :class:`EncoderClassifier`.
+        feature_extractor: its ``WhisperFeatureExtractor``.
+        config: the training config (a dataclass such as ``FinetuneConfig``, a dict, or None).
+        threshold: decision threshold on the score.
+        out_dir: directory to write (created if missing).
+        max_seconds: window length for long audio (default: ``config.max_seconds``, else 10).
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_dict = asdict(config) if is_dataclass(config) else dict(config or {})
+    if max_seconds is None:
+        max_seconds = float(config_dict.get("max_seconds", 10.0))
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "encoder_config": model.encoder.config.to_dict(),
+        "dropout": float(model.dropout.p),
+        "n_classes": N_CLASSES,
+        "threshold": float(threshold),
+        "max_seconds": float(max_seconds),
+        "finetune_config": config_dict,
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    feature_extractor.save_pretrained(str(out))
+    logger.info("Saved encoder classifier to %s", out)
+    return out
+
+
+def load_classifier(directory: str | Path, device: str = "cpu") -> LoadedClassifier:
+    """Rebuild a classifier written by :func:`save_classifier`, offline.
+
+    Args:
+        directory: what :func:`save_classifier` wrote.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available).
+
+    Raises:
+        FileNotFoundError: the directory lacks one of the files, named in the message.
+    """
+    from safetensors.torch import load_file
+    from transformers import WhisperConfig, WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    root = Path(directory)
+    for name in (WEIGHTS_FILE, META_FILE, "preprocessor_config.json"):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"{root} is not a saved encoder classifier: {name} is missing")
+    meta = json.loads((root / META_FILE).read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{root / META_FILE}: format_version {meta.get('format_version')!r}, "
+                         f"this heardet reads {FORMAT_VERSION}")
+    encoder = WhisperEncoder(WhisperConfig.from_dict(meta["encoder_config"]))
+    model = EncoderClassifier(encoder, meta["dropout"])
+    model.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(torch.device(device)).eval()
+    feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root))
+    return LoadedClassifier(model, feature_extractor, float(meta["threshold"]), float(meta["max_seconds"]), meta)
+

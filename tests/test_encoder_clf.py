@@ -1,0 +1,204 @@
+"""Approach 3: the Whisper encoder classifier, on a tiny random Whisper saved to tmp_path."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from heardet.audio import SAMPLE_RATE
+from heardet.encoder_clf import (EncoderClassifier, collate, load_classifier, log_mel, masked_mean, predict_audio,
+                                 predict_proba, save_classifier)
+from heardet.finetune import FinetuneConfig, cross_validate, fit, training_crop
+
+BURST_HZ = 1000.0
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory) -> Path:
+    """A random 2+2-layer Whisper (d_model 32) and a default feature extractor, saved offline."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("tiny_whisper")
+    config = WhisperConfig(
+        d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
+        max_target_positions=64, vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=1, suppress_tokens=[], begin_suppress_tokens=[],
+    )
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(config).save_pretrained(root)
+    WhisperFeatureExtractor().save_pretrained(root)
+    return root
+
+
+def tiny_factory(root: Path):
+    """An ``encoder_factory`` that loads the tiny Whisper directly (no whisper_hub, no hub)."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    def factory(name: str, dropout: float):
+        whisper = WhisperForConditionalGeneration.from_pretrained(root)
+        return EncoderClassifier.from_pretrained(whisper, dropout), WhisperFeatureExtractor.from_pretrained(root)
+
+    return factory
+
+
+@pytest.fixture
+def tiny_model(tiny_whisper):
+    torch.manual_seed(1)
+    model, fe = tiny_factory(tiny_whisper)("tiny", 0.2)
+    return model.eval(), fe
+
+
+def noise(seconds: float, seed: int, amp: float = 0.05) -> np.ndarray:
+    return (amp * np.random.default_rng(seed).normal(size=int(seconds * SAMPLE_RATE))).astype(np.float32)
+
+
+def with_burst(audio: np.ndarray, start_s: float, length_s: float = 0.5) -> np.ndarray:
+    out = audio.copy()
+    begin, n = int(start_s * SAMPLE_RATE), int(length_s * SAMPLE_RATE)
+    out[begin : begin + n] += 0.5 * np.sin(2 * np.pi * BURST_HZ * np.arange(n) / SAMPLE_RATE).astype(np.float32)
+    return out
+
+
+def test_forward_accepts_clips_of_different_lengths(tiny_model):
+    model, fe = tiny_model
+    feats, lengths = collate([log_mel(fe, noise(s, i)) for i, s in enumerate((0.3, 1.0, 2.7))])
+    assert lengths.tolist() == [30, 100, 270], "one mel frame per 10 ms, no padding to 30 s"
+    with torch.no_grad():
+        logits = model(feats, lengths)
+    assert logits.shape == (3, 2) and torch.isfinite(logits).all()
+
+
+def test_padding_a_clip_in_a_batch_does_not_change_its_score(tiny_model):
+    model, fe = tiny_model
+    short, long = noise(1.23, 0), noise(4.0, 1)
+    alone = predict_proba(model, fe, [short], batch_size=1)
+    batched = predict_proba(model, fe, [short, long], batch_size=2)
+    np.testing.assert_allclose(batched[0], alone[0], atol=1e-5, err_msg="padding to a longer clip moved the score")
+    assert 0.0 <= alone[0] <= 1.0
+
+
+def test_masked_pooling_ignores_padded_frames():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, -100.0]]])
+    valid = torch.tensor([[True, True, False]])
+    assert torch.allclose(masked_mean(hidden, valid), torch.tensor([[2.0, 3.0]]))
+
+
+def test_encoder_hidden_states_match_with_and_without_padding(tiny_model):
+    model, fe = tiny_model
+    feats = log_mel(fe, noise(0.77, 3))  # 77 frames: odd, so conv2's last output straddles the end
+    alone, _ = model.encode(*collate([feats]))
+    padded, valid = model.encode(*collate([feats, log_mel(fe, noise(2.0, 4))]))
+    n = alone.shape[1]
+    assert int(valid[0].sum()) == n == 39
+    torch.testing.assert_close(padded[0, :n], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def make_clips(n: int = 12, seconds: float = 1.5):
+    """Half positives (a 1 kHz burst at a varying place), half plain noise; bounds for positives."""
+    audios, labels, bounds = [], [], []
+    for i in range(n):
+        base = noise(seconds + 0.1 * (i % 3), seed=100 + i)
+        if i % 2 == 0:
+            start = 0.2 + 0.1 * (i % 4)
+            audios.append(with_burst(base, start))
+            bounds.append(((start, start + 0.5),))
+        else:
+            audios.append(base)
+            bounds.append(())
+        labels.append(int(i % 2 == 0))
+    return audios, labels, bounds
+
+
+def test_two_fold_cross_validation_returns_fold_scores_and_oof_probabilities(tiny_whisper):
+    audios, labels, bounds = make_clips()
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, head_lr=1e-2, max_seconds=1.0,
+                            device="cpu", augment=True)
+    steps, folds = [], []
+    result = cross_validate(audios, labels, bounds, config, encoder_factory=tiny_factory(tiny_whisper),
+                            progress=False, on_step=lambda f, s, loss: steps.append((f, s, loss)),
+                            on_fold=lambda f, loss, scores: folds.append((f, loss, scores.macro_f1)))
+    assert len(result.fold_scores) == 2
+    assert result.oof_score.shape == (12,) and np.all((result.oof_score >= 0) & (result.oof_score <= 1))
+    assert [f for f, _, _ in folds] == [0, 1] and len(result.extra["seconds"]) == 2
+    assert steps and {f for f, _, _ in steps} == {0, 1} and all(np.isfinite(loss) for _, _, loss in steps)
+    assert 0.0 <= result.threshold <= 1.0
+
+
+def test_best_fold_refit_returns_a_fold_model(tiny_whisper):
+    audios, labels, bounds = make_clips(8)
+    config = FinetuneConfig(model="tiny", n_folds=2, batch_size=4, device="cpu", refit="best_fold",
+                            freeze_encoder_steps=1)
+    factory = tiny_factory(tiny_whisper)
+    result = cross_validate(audios, labels, bounds, config, factory, progress=False)
+    fitted = fit(audios, labels, bounds, config, factory, cv_result=result, progress=False)
+    assert fitted.fold == result.extra["best_fold"][0] and fitted.threshold == result.threshold
+
+
+def test_save_then_load_gives_identical_scores(tiny_whisper, tmp_path):
+    audios, labels, bounds = make_clips(6)
+    config = FinetuneConfig(model="tiny", n_folds=2, batch_size=3, device="cpu", max_seconds=2.0)
+    fitted = fit(audios, labels, bounds, config, tiny_factory(tiny_whisper), threshold=0.4, progress=False)
+    before = predict_audio(fitted.model, fitted.feature_extractor, audios, 2.0, 4, 0.4)
+    save_classifier(fitted.model, fitted.feature_extractor, config, fitted.threshold, tmp_path / "clf")
+    loaded = load_classifier(tmp_path / "clf")
+    after = loaded.predict(audios, batch_size=4)
+    assert loaded.threshold == 0.4 and loaded.max_seconds == 2.0
+    assert loaded.meta["finetune_config"]["model"] == "tiny"
+    np.testing.assert_allclose([s.score for s in after], [s.score for s in before], atol=1e-6)
+    assert [s.label for s in after] == [s.label for s in before]
+
+
+def test_loading_a_directory_without_weights_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_classifier(tmp_path)
+
+
+def test_windowed_scoring_finds_the_window_with_the_burst(tiny_whisper):
+    """A stand-in model whose score is how loud the burst's mel band gets: the best window must hold the burst."""
+    _, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
+    peak_freq = fe.mel_filters.argmax(axis=0) * SAMPLE_RATE / fe.n_fft  # mel bin -> its peak frequency, Hz
+    burst_bin = int(np.argmin(np.abs(peak_freq - BURST_HZ)))
+
+    class BurstDetector:  # duck-types EncoderClassifier with a score we control
+        max_frames, device, training = 3000, torch.device("cpu"), False
+
+        def eval(self):
+            return self
+
+        def train(self, mode=True):
+            return self
+
+        def __call__(self, feats, lengths):
+            peak = torch.stack([feats[i, burst_bin, : int(n)].max() for i, n in enumerate(lengths)])
+            return torch.stack([torch.zeros_like(peak), 8 * (peak - 0.5)], dim=1)
+
+    recording, quiet = with_burst(noise(60.0, 7), start_s=41.0), noise(60.0, 9)
+    found, other = predict_audio(BurstDetector(), fe, [recording, quiet], max_seconds=10.0, batch_size=4)
+    assert found.start_s <= 41.0 and found.end_s >= 41.5, f"best window {found} misses the burst at 41 s"
+    assert found.window > 0 and found.end_s - found.start_s == pytest.approx(10.0)
+    assert other.score < found.score, "a recording without the burst scored as high"
+
+
+def test_training_crop_of_a_long_positive_keeps_its_phrase():
+    audio, rng = np.arange(30 * SAMPLE_RATE, dtype=np.float64), np.random.default_rng(0)  # sample value = index
+    for _ in range(20):
+        crop = training_crop(audio, 1, ((22.0, 23.0),), 5.0, rng)
+        start = crop[0] / SAMPLE_RATE
+        assert len(crop) == 5 * SAMPLE_RATE and start <= 22.0 and start + 5.0 >= 23.0
+
+
+@pytest.mark.parametrize("field, value", [("n_folds", 1), ("refit", "last"), ("max_seconds", 45.0),
+                                          ("device", "tpu"), ("dropout", 1.0), ("augment", "yes")])
+def test_a_bad_config_value_names_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"FinetuneConfig\.{field}=.*allowed"):
+        FinetuneConfig(**{field: value})
+
+
+def test_config_defaults_are_valid_and_loggable():
+    params = dataclasses.asdict(FinetuneConfig())
+    assert params["model"] == "whisper-base" and params["refit"] == "all" and params["eval_batch_size"] == 8

@@ -1,0 +1,39 @@
+"""Approach 3 through its entry point: a tiny random Whisper, 2 folds, a real MLflow store,
+a registered pyfunc that reloads and isolates a broken row."""
+
+import mlflow
+import pandas as pd
+
+from test_approaches_text import run_entrypoint
+
+
+def test_finetune_entrypoint_logs_folds_and_registers_a_reloadable_model(tiny_hf_whisper, phrase_dataset,
+                                                                          mlflow_store, tmp_path):
+    run = run_entrypoint("finetune", [
+        "--data", str(phrase_dataset), "--model", str(tiny_hf_whisper), "--n-folds", "2", "--max-seconds", "2",
+        "--batch-size", "2", "--head-lr", "0.01", "--out", str(tmp_path / "out"), "--register-as", "heardet-finetune-tiny",
+    ])
+    client = mlflow.MlflowClient()
+    assert run.data.tags["approach"] == "finetune" and run.data.tags["refit"] == "all"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "cv_fold_macro_f1")) == [0, 1]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "cv_fold_val_loss")) == [0, 1]
+    assert len(client.get_metric_history(run.info.run_id, "train_loss_fold0")) == 2, "4 clips / batch 2 = 2 steps"
+    assert 0 <= run.data.metrics["cv_threshold"] <= 1 and "test_macro_f1" in run.data.metrics
+    assert run.data.params["encoder_lr"] == "1e-05" and run.data.params["head_lr"] == "0.01"
+    submission = pd.read_csv(tmp_path / "out" / f"approach_3_{tiny_hf_whisper.name.lower()}.csv")
+    assert len(submission) == 4 and set(submission.label) <= {0, 1}
+
+    model = mlflow.pyfunc.load_model("models:/heardet-finetune-tiny/1")
+    wavs = sorted((phrase_dataset / "wav_test").glob("*.wav"))
+    out = model.predict(pd.DataFrame({"audio": [wavs[0].read_bytes(), b"broken", wavs[1].read_bytes()]}))
+    assert out.label.tolist()[1] == -1 and "not audio" in out.error[1]
+    assert set(out.label[[0, 2]]) <= {0, 1} and out.score[[0, 2]].between(0, 1).all()
+    assert (out.window_end_s[[0, 2]] > 0).all()
+
+
+def test_default_registered_name_follows_the_model(tiny_hf_whisper, phrase_dataset, mlflow_store, tmp_path):
+    run_entrypoint("finetune", ["--data", str(phrase_dataset), "--model", str(tiny_hf_whisper), "--n-folds", "2",
+                                "--max-seconds", "2", "--out", str(tmp_path / "out"), "--refit", "best_fold"])
+    name = f"heardet-finetune-{tiny_hf_whisper.name.lower()}"
+    version = mlflow.MlflowClient().get_latest_versions(name)[0]
+    assert mlflow.get_run(version.run_id).data.tags["refit_fold"] in ("0", "1")
