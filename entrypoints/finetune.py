@@ -54,9 +54,11 @@ def model_slug(model: str) -> str:
 @click.option("--refit", type=click.Choice(["all", "best_fold"]), default="all", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True)
 @click.option("--register-as", default="", help="Registered model name (default heardet-finetune-<model>).")
+@click.option("--params-from", default="", help="A tune run id: use its best encoder_lr, head_lr and dropout.")
 @friendly_errors
 def main(data, model, n_folds, epochs, batch_size, encoder_lr, head_lr, dropout, max_seconds,
-         freeze_encoder_steps, grad_clip, augment, seed, device, max_train_clips, refit, out, register_as) -> None:
+         freeze_encoder_steps, grad_clip, augment, seed, device, max_train_clips, refit, out, register_as,
+         params_from) -> None:
     """Fine-tune MODEL's encoder on DATA and log it to the active MLflow run."""
     from heardet.audio import AudioError, load_audio
     from heardet.cli import configure_logging
@@ -67,6 +69,12 @@ def main(data, model, n_folds, epochs, batch_size, encoder_lr, head_lr, dropout,
 
     configure_logging()
     log = logging.getLogger("heardet")
+    if params_from:
+        from heardet.tune import best_params
+
+        best = best_params(params_from)
+        encoder_lr, head_lr, dropout = best["encoder_lr"], best["head_lr"], best["dropout"]
+        log.info("using the best parameters of tune run %s: %s", params_from, best)
     config = FinetuneConfig(model=model, n_folds=n_folds, epochs=epochs, batch_size=batch_size,
                             encoder_lr=encoder_lr, head_lr=head_lr, dropout=dropout, max_seconds=max_seconds,
                             freeze_encoder_steps=freeze_encoder_steps, grad_clip=grad_clip, augment=augment,
@@ -79,7 +87,7 @@ def main(data, model, n_folds, epochs, batch_size, encoder_lr, head_lr, dropout,
     dataset = load_dataset(data, require_train=True)
     with mlflow.start_run():
         start = time.perf_counter()
-        mlflow.set_tags({"approach": "finetune", "refit": refit})
+        mlflow.set_tags({"approach": "finetune", "refit": refit, **({"params_from": params_from} if params_from else {})})
         log_params({**dataclasses.asdict(config), "data": str(data), "register_as": register_as})
         # Loaded once: the folds and the final fit train on the same in-memory clips.
         examples = prepare_examples(dataset.train, max_clips=config.max_train_clips, seed=config.seed)

@@ -37,3 +37,16 @@ def test_default_registered_name_follows_the_model(tiny_hf_whisper, phrase_datas
     name = f"heardet-finetune-{tiny_hf_whisper.name.lower()}"
     version = mlflow.MlflowClient().get_latest_versions(name)[0]
     assert mlflow.get_run(version.run_id).data.tags["refit_fold"] in ("0", "1")
+
+
+def test_params_from_a_tune_run_sets_the_learning_rates_and_dropout(tiny_hf_whisper, phrase_dataset,
+                                                                    mlflow_store, tmp_path):
+    with mlflow.start_run() as tune_run:
+        mlflow.set_tag("approach", "tune")
+        mlflow.log_params({"best_encoder_lr": 2e-5, "best_head_lr": 0.005, "best_dropout": 0.1})
+    run = run_entrypoint("finetune", ["--data", str(phrase_dataset), "--model", str(tiny_hf_whisper),
+                                      "--n-folds", "2", "--max-seconds", "2", "--out", str(tmp_path / "out"),
+                                      "--params-from", tune_run.info.run_id])
+    assert (run.data.params["encoder_lr"], run.data.params["head_lr"], run.data.params["dropout"]) == \
+        ("2e-05", "0.005", "0.1")
+    assert run.data.tags["params_from"] == tune_run.info.run_id

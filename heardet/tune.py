@@ -1,0 +1,467 @@
+"""Hyperparameter search for the fine-tune (approach 3): Optuna over encoder lr, head lr and dropout.
+
+The objective of a trial is the fine-tune's cross-validated macro F1
+(:func:`heardet.finetune.cross_validate`), aggregated over folds as ``TuneConfig.metric`` says.
+Every fold reports the aggregate so far, so the median pruner can stop a trial that is
+already worse than the median of earlier trials at the same fold.
+
+Tracking: the caller's active MLflow run is the parent (the study); each trial is a nested
+run with its parameters, per-fold F1 and a ``trial_state`` tag. A trial that raises is
+recorded as failed (run status FAILED, ``error`` tag, ``error.txt``) and the study goes on.
+
+Storage: Optuna's RDB storage, by default a SQLite file next to the MLflow store, so that a
+rerun with the same study name resumes the study. Several workers (machines) can share one
+study through a PostgreSQL URL.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import statistics
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from heardet.finetune import EncoderFactory, FinetuneConfig, LabelledAudio
+
+logger = logging.getLogger(__name__)
+
+TUNED = ("encoder_lr", "head_lr", "dropout")  # FinetuneConfig fields the search samples
+METRICS: dict[str, Callable[[list[float]], float]] = {
+    "cv_macro_f1_mean": statistics.fmean,
+    "cv_macro_f1_min": min,
+    "cv_macro_f1_median": statistics.median,
+}
+PRUNERS = ("median", "none")
+MEDIAN_STARTUP_TRIALS = 3  # trials that always run in full before the median pruner may stop one
+# FinetuneConfig fields that change what a trial's value means: a resumed study must keep them.
+OBJECTIVE_FIELDS = ("model", "n_folds", "epochs", "batch_size", "max_seconds", "freeze_encoder_steps",
+                    "grad_clip", "augment", "seed", "max_train_clips")
+ERROR_TAG_CHARS = 5000  # MLflow tag values are limited; the full traceback goes to error.txt
+OPTUNA_DB = "optuna.db"
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The search: ranges, budget, sampler, pruner, objective and where the study lives.
+
+    Attributes:
+        encoder_lr_min, encoder_lr_max: encoder learning-rate range, sampled on a log scale (> 0).
+        head_lr_min, head_lr_max: head learning-rate range, sampled on a log scale (> 0).
+        dropout_min, dropout_max: dropout range, sampled uniformly, within [0, 1).
+        n_trials: trials this call adds to the study (>= 1).
+        timeout: stop starting new trials after this many seconds (0 = no limit).
+        sampler_seed: seed of the TPE sampler; offset by the trials already in the study so
+            that a resumed study does not repeat its first points.
+        pruner: ``median`` (stop a trial below the median at the same fold) or ``none``.
+        metric: the objective, maximised: ``cv_macro_f1_mean``, ``cv_macro_f1_min`` or
+            ``cv_macro_f1_median`` of the per-fold macro F1.
+        study_name: the Optuna study; an existing one is resumed.
+        storage: Optuna storage URL; empty = ``optuna.db`` next to the MLflow store (see
+            :func:`default_storage`).
+    """
+
+    encoder_lr_min: float = 1e-6
+    encoder_lr_max: float = 1e-4
+    head_lr_min: float = 1e-4
+    head_lr_max: float = 1e-2
+    dropout_min: float = 0.0
+    dropout_max: float = 0.5
+    n_trials: int = 10
+    timeout: float = 0.0
+    sampler_seed: int = 0
+    pruner: str = "median"
+    metric: str = "cv_macro_f1_mean"
+    study_name: str = "heardet-tune"
+    storage: str = ""
+
+    def __post_init__(self) -> None:
+        def is_num(v: Any) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def at_least(lo_name: str, low: bool) -> tuple[bool, str]:
+            lo, hi = getattr(self, lo_name), getattr(self, lo_name.replace("_min", "_max"))
+            ok = is_num(hi) and (not is_num(lo) or hi >= lo) and (hi < 1 if not low else hi > 0)
+            return ok, f"a number >= {lo_name} ({lo!r})" + (" and < 1" if not low else "")
+
+        checks = {
+            "encoder_lr_min": (is_num(self.encoder_lr_min) and self.encoder_lr_min > 0, "a number > 0 (log scale)"),
+            "encoder_lr_max": at_least("encoder_lr_min", True),
+            "head_lr_min": (is_num(self.head_lr_min) and self.head_lr_min > 0, "a number > 0 (log scale)"),
+            "head_lr_max": at_least("head_lr_min", True),
+            "dropout_min": (is_num(self.dropout_min) and 0 <= self.dropout_min < 1, "a number in [0, 1)"),
+            "dropout_max": at_least("dropout_min", False),
+            "n_trials": (is_int(self.n_trials) and self.n_trials >= 1, "an integer >= 1"),
+            "timeout": (is_num(self.timeout) and self.timeout >= 0, "seconds >= 0 (0 = no limit)"),
+            "sampler_seed": (is_int(self.sampler_seed) and self.sampler_seed >= 0, "an integer >= 0"),
+            "pruner": (self.pruner in PRUNERS, " or ".join(map(repr, PRUNERS))),
+            "metric": (self.metric in METRICS, " or ".join(map(repr, METRICS))),
+            "study_name": (isinstance(self.study_name, str) and bool(self.study_name.strip()), "a non-empty name"),
+            "storage": (isinstance(self.storage, str) and (self.storage == "" or "://" in self.storage),
+                        "'' (optuna.db next to the MLflow store) or a database URL such as "
+                        "'sqlite:///optuna.db' or 'postgresql://user@host/db'"),
+        }
+        for f in dataclasses.fields(self):
+            ok, allowed = checks[f.name]
+            if not ok:
+                raise ValueError(f"TuneConfig.{f.name}={getattr(self, f.name)!r} is invalid; allowed: {allowed}")
+
+    def search_space(self) -> dict[str, tuple[float, float, bool]]:
+        """``{param: (low, high, log)}`` for the three sampled fine-tune parameters."""
+        return {"encoder_lr": (self.encoder_lr_min, self.encoder_lr_max, True),
+                "head_lr": (self.head_lr_min, self.head_lr_max, True),
+                "dropout": (self.dropout_min, self.dropout_max, False)}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What one :func:`tune` call did, and the study's best trial so far.
+
+    Attributes:
+        study: the Optuna study (all trials, this call's and earlier ones).
+        trials: the trials this call ran, in order.
+        best_trial: the study's best complete trial, or None when none completed.
+        best_run_id: the MLflow run of ``best_trial`` (None when unknown).
+        storage: the storage URL, password hidden.
+        seconds: wall time of the search.
+    """
+
+    study: optuna.Study
+    trials: tuple[optuna.trial.FrozenTrial, ...]
+    best_trial: optuna.trial.FrozenTrial | None
+    best_run_id: str | None
+    storage: str
+    seconds: float
+
+    def count(self, state: str) -> int:
+        """This call's trials in ``state`` (``COMPLETE``, ``PRUNED``, ``FAIL``)."""
+        return sum(t.state.name == state for t in self.trials)
+
+    @property
+    def best_params(self) -> dict[str, float]:
+        return dict(self.best_trial.params) if self.best_trial else {}
+
+
+def default_storage(tracking_uri: str | None = None) -> str:
+    """``sqlite:///<dir>/optuna.db`` beside a ``sqlite:///<dir>/mlflow.db`` tracking store,
+    else ``sqlite:///optuna.db`` (the working directory)."""
+    if tracking_uri is None:
+        import mlflow
+
+        tracking_uri = mlflow.get_tracking_uri()
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix):
+        directory = tracking_uri[len(prefix):].rpartition("/")[0]
+        return f"{prefix}{directory}/{OPTUNA_DB}" if directory else f"{prefix}{OPTUNA_DB}"
+    return f"{prefix}{OPTUNA_DB}"
+
+
+def redact(url: str) -> str:
+    """``url`` with its password hidden, fit for logs and run tags."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL: Optuna will say so; don't echo it
+        return url.split("@")[-1] if "@" in url else url
+
+
+def open_study(config: TuneConfig, base: FinetuneConfig) -> optuna.Study:
+    """Create the study, or resume it (``load_if_exists``) when it already exists.
+
+    Raises:
+        ValueError: the existing study was run with other settings that shape its objective
+            (model, folds, epochs, metric, ...), so its values would not be comparable.
+    """
+    import optuna
+
+    storage = config.storage or default_storage()
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS) if config.pruner == "median"
+              else optuna.pruners.NopPruner())
+    study = optuna.create_study(study_name=config.study_name, storage=storage, pruner=pruner,
+                                direction="maximize", load_if_exists=True)
+    objective = {**{f: getattr(base, f) for f in OBJECTIVE_FIELDS}, "metric": config.metric}
+    before = study.user_attrs.get("objective")
+    if before is None:
+        study.set_user_attr("objective", objective)
+    elif before != objective:
+        diff = ", ".join(f"{k}: {before.get(k)!r} there, {v!r} here"
+                         for k, v in objective.items() if before.get(k) != v)
+        raise ValueError(f"study_name={config.study_name!r} in {redact(storage)} was run with other settings ({diff}); "
+                         "use the same settings to resume it, or another study_name")
+    n_before = len(study.trials)
+    # Seeded afresh per call: offsetting by the trials already there keeps a resumed study
+    # from replaying its first random points.
+    study.sampler = optuna.samplers.TPESampler(seed=config.sampler_seed + n_before)
+    logger.info("%s study %r in %s (%d trials so far)", "Resuming" if n_before else "Created",
+                config.study_name, redact(storage), n_before)
+    return study
+
+
+def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data_name: str = "",
+         encoder_factory: EncoderFactory | None = None, progress: bool = True) -> TuneResult:
+    """Run ``config.n_trials`` trials of the fine-tune over the same in-memory clips.
+
+    Call it inside an active MLflow run: that run becomes the parent of one nested run per
+    trial. Summarise the result on the parent with :func:`log_result`.
+
+    Args:
+        examples: the labelled clips, loaded once (:func:`heardet.finetune.prepare_examples`).
+        config: the search.
+        base: the fine-tune settings every trial shares; its ``encoder_lr``, ``head_lr`` and
+            ``dropout`` are replaced by the sampled values.
+        data_name: logged as each trial's ``data`` parameter.
+        encoder_factory: as for :func:`heardet.finetune.cross_validate`; default loads
+            ``base.model`` once and hands every trial a fresh copy.
+        progress: show tqdm bars (trials, folds, steps).
+
+    Raises:
+        ValueError: the folds do not fit the data, or the study exists with other settings.
+    """
+    import optuna
+
+    from heardet.cv import stratified_folds
+
+    stratified_folds(examples.labels, base.n_folds, base.seed)  # fail now, not once per trial
+    study = open_study(config, base)
+    numbers: list[int] = []
+    objective = _objective(examples, config, base, encoder_factory or _cached_factory(), data_name, progress,
+                           numbers)
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout or None, catch=(Exception,),
+                   callbacks=[_progress_logger(config, numbers)], show_progress_bar=progress)
+    seconds = time.perf_counter() - started
+    trials = tuple(t for t in study.get_trials(deepcopy=False) if t.number in set(numbers))
+    try:
+        best = study.best_trial
+    except ValueError:  # no complete trial in the whole study
+        best = None
+    best_run = best.user_attrs.get("mlflow_run_id") if best else None
+    storage = redact(config.storage or default_storage())
+    return TuneResult(study, trials, best, best_run, storage, seconds)
+
+
+def _cached_factory() -> EncoderFactory:
+    """Load the Whisper checkpoint once per study; each call returns an independent copy."""
+    bundles: dict[str, Any] = {}
+
+    def factory(name: str, dropout: float):
+        from heardet.encoder_clf import load_pretrained
+        from heardet.whisper_hub import load_whisper
+
+        if name not in bundles:
+            bundles[name] = load_whisper(name)
+        model, feature_extractor = load_pretrained(bundles[name], dropout)
+        return copy.deepcopy(model), feature_extractor  # the classifier shares the cached encoder
+
+    return factory
+
+
+def _objective(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, encoder_factory: EncoderFactory,
+               data_name: str, progress: bool, numbers: list[int]) -> Callable[[optuna.Trial], float]:
+    aggregate = METRICS[config.metric]
+
+    def objective(trial: optuna.Trial) -> float:
+        import mlflow
+        import optuna
+
+        from heardet import finetune  # looked up per call, so a test can replace cross_validate
+
+        numbers.append(trial.number)
+        sampled = {name: trial.suggest_float(name, lo, hi, log=log)
+                   for name, (lo, hi, log) in config.search_space().items()}
+        ft_config = dataclasses.replace(base, **sampled)
+        run = mlflow.start_run(nested=True, run_name=f"trial-{trial.number}")
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        status = "FAILED"
+        try:
+            mlflow.set_tags({"approach": "finetune", "trial_number": str(trial.number),
+                             "parent": config.study_name, "trial_state": "RUNNING"})
+            mlflow.log_params({**dataclasses.asdict(ft_config), "data": data_name})
+            f1: list[float] = []
+
+            def on_step(fold: int | None, step: int, loss: float) -> None:
+                mlflow.log_metric(f"train_loss_fold{fold}", loss, step=step)
+
+            def on_fold(fold: int, val_loss: float, scores) -> None:
+                f1.append(scores.macro_f1)
+                mlflow.log_metrics({"cv_fold_macro_f1": scores.macro_f1, "cv_fold_val_loss": val_loss}, step=fold)
+                trial.report(aggregate(f1), step=fold)
+                if trial.should_prune():
+                    mlflow.set_tag("pruned_after_fold", str(fold))
+                    raise optuna.TrialPruned(f"{config.metric} {aggregate(f1):.4f} after fold {fold} is below "
+                                             "the median of earlier trials")
+
+            cv = finetune.cross_validate(list(examples.audios), examples.labels, list(examples.bounds),
+                                         config=ft_config, encoder_factory=encoder_factory, progress=progress,
+                                         on_step=on_step, on_fold=on_fold)
+            value = float(aggregate(cv.fold_f1))
+            mlflow.log_metrics({**{name: float(fn(cv.fold_f1)) for name, fn in METRICS.items()},
+                                "cv_macro_f1_std": cv.std_f1, "cv_threshold": cv.threshold})
+            mlflow.set_tag("trial_state", "COMPLETE")
+            status = "FINISHED"
+            return value
+        except optuna.TrialPruned:
+            mlflow.set_tag("trial_state", "PRUNED")
+            status = "FINISHED"  # stopped on purpose, not broken
+            raise
+        except Exception as exc:
+            mlflow.set_tags({"trial_state": "FAIL", "error": f"{type(exc).__name__}: {exc}"[:ERROR_TAG_CHARS]})
+            mlflow.log_text(traceback.format_exc(), "error.txt")
+            raise  # Optuna marks the trial FAIL; optimize(catch=...) goes on with the next
+        except BaseException:
+            status = "KILLED"
+            raise
+        finally:
+            mlflow.end_run(status)
+
+    return objective
+
+
+def _progress_logger(config: TuneConfig,
+                     numbers: list[int]) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        try:
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
+        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        params = ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items())
+        logger.info("trial %d (%d of %d) %s: %s=%s [%s]; %s", trial.number, len(numbers), config.n_trials,
+                    trial.state.name, config.metric, value, params, best)
+
+    return log_trial
+
+
+def log_result(result: TuneResult, config: TuneConfig) -> None:
+    """Summarise a search on the active (parent) run.
+
+    Logs ``n_complete`` / ``n_pruned`` / ``n_failed`` (this call's trials), ``n_trials_study``,
+    ``tune_seconds``; for the study's best trial ``best_encoder_lr`` / ``best_head_lr`` /
+    ``best_dropout`` params, ``best_value``, tags ``best_trial_run_id`` and ``best_trial_number``,
+    and tags that trial's run ``best_trial=true``; Optuna's plots under ``plots/``.
+    """
+    import mlflow
+
+    from heardet.tracking import log_params
+
+    study = result.study
+    mlflow.set_tags({"optuna_study": study.study_name, "optuna_storage": result.storage})
+    mlflow.log_metrics({"n_complete": result.count("COMPLETE"), "n_pruned": result.count("PRUNED"),
+                        "n_failed": result.count("FAIL"), "n_trials_study": len(study.trials),
+                        "tune_seconds": result.seconds})
+    best = result.best_trial
+    if best is None:
+        mlflow.set_tag("best_trial", "none: no trial completed")
+    else:
+        log_params({f"best_{name}": best.params[name] for name in TUNED})
+        mlflow.log_metric("best_value", float(best.value))
+        mlflow.set_tag("best_trial_number", str(best.number))
+        if result.best_run_id:
+            mlflow.set_tag("best_trial_run_id", result.best_run_id)
+            _mark_best_run(study, result.best_run_id)
+        logger.info("best trial %d: %s=%.4f with %s", best.number, config.metric, best.value,
+                    ", ".join(f"{k}={v:.3g}" for k, v in best.params.items()))
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, notes = plot_study(study, Path(tmp))
+        for path in paths:
+            mlflow.log_artifact(str(path), "plots")
+    if notes:
+        mlflow.set_tag("plots_skipped", "; ".join(notes))
+        for note in notes:
+            logger.info("plot skipped: %s", note)
+
+
+def _mark_best_run(study: optuna.Study, run_id: str) -> None:
+    """Tag the best trial's run ``best_trial=true`` and take the tag off the previous best."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    previous = study.user_attrs.get("best_trial_run_id")
+    try:
+        if previous and previous != run_id:
+            client.set_tag(previous, "best_trial", "false")
+        client.set_tag(run_id, "best_trial", "true")
+    except mlflow.exceptions.MlflowException as exc:  # e.g. a trial another worker logged elsewhere
+        logger.warning("could not tag the best trial's run %s: %s", run_id, exc)
+    study.set_user_attr("best_trial_run_id", run_id)
+
+
+def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Optuna's optimisation history, parameter importances and intermediate values as PNGs.
+
+    Returns:
+        The PNG paths, and a note for every plot skipped (too few trials, or it failed).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as views
+
+    complete = sum(t.state.name == "COMPLETE" for t in study.trials)
+    reported = sum(bool(t.intermediate_values) for t in study.trials)
+    plots = {  # name: (function, enough trials?, what it needs)
+        "optimization_history": (views.plot_optimization_history, complete >= 1, ">= 1 complete trial"),
+        "param_importances": (views.plot_param_importances, complete >= 2, ">= 2 complete trials"),
+        "intermediate_values": (views.plot_intermediate_values, reported >= 1, ">= 1 trial with fold values"),
+    }
+    paths, notes = [], []
+    for name, (plot, enough, needs) in plots.items():
+        if not enough:
+            notes.append(f"{name} needs {needs} (the study has {complete} complete)")
+            continue
+        try:
+            with warnings.catch_warnings():
+                # Experimental-API notices, and "importances will be equal" with few trials.
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = plot(study)
+            fig = ax.figure
+            fig.set_size_inches(7, 4.5)
+            fig.tight_layout()
+            paths.append(out_dir / f"{name}.png")
+            fig.savefig(paths[-1], dpi=120)
+            plt.close(fig)
+        except Exception as exc:  # a plot never fails the search (e.g. importances of constant params)
+            notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
+    return paths, notes
+
+
+def best_params(run_id: str) -> dict[str, float]:
+    """The best ``encoder_lr``, ``head_lr`` and ``dropout`` a ``tune`` run found.
+
+    ``dataclasses.replace(finetune_config, **best_params(run_id))`` applies them.
+
+    Raises:
+        ValueError: no such run, or it is not a tune run with a complete trial.
+    """
+    import mlflow
+
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ValueError(f"params_from={run_id!r}: no such run in {mlflow.get_tracking_uri()} "
+                         f"({exc.message}); pass the run id of a `tune` run") from exc
+    params = run.data.params
+    missing = [f"best_{name}" for name in TUNED if f"best_{name}" not in params]
+    if missing:
+        raise ValueError(f"params_from={run_id!r}: run has no {', '.join(missing)} "
+                         f"(tag approach={run.data.tags.get('approach')!r}); pass the run id of a `tune` run "
+                         "in which at least one trial completed")
+    return {name: float(params[f"best_{name}"]) for name in TUNED}

@@ -1,0 +1,188 @@
+"""The ``tune`` entry point: an Optuna study over a tiny random Whisper, 2 folds, a real MLflow
+store and a real SQLite Optuna storage; one parent run, one nested run per trial."""
+
+import mlflow
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from test_approaches_text import entrypoint, run_entrypoint
+
+FAST = ["--n-folds", "2", "--max-seconds", "2", "--batch-size", "2", "--head-lr-min", "1e-3",
+        "--head-lr-max", "1e-2", "--sampler-seed", "0"]
+
+
+def tune_args(dataset, model, *extra):
+    return ["--data", str(dataset), "--model", str(model), *FAST, *extra]
+
+
+def trial_runs(parent_id):
+    return mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["start_time ASC"],
+                              output_format="list")
+
+
+def storage_of(tmp_path):
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def test_a_two_trial_study_logs_a_parent_and_one_nested_run_per_trial(tiny_hf_whisper, phrase_dataset,
+                                                                      mlflow_store, tmp_path):
+    parent = run_entrypoint("tune", tune_args(phrase_dataset, tiny_hf_whisper, "--n-trials", "2",
+                                              "--study-name", "two"))
+    assert parent.data.tags["approach"] == "tune"
+    trials = trial_runs(parent.info.run_id)
+    assert len(trials) == 2, "one nested run per trial"
+    client = mlflow.MlflowClient()
+    for n, run in enumerate(trials):
+        assert run.info.run_name == f"trial-{n}" and run.data.tags["trial_number"] == str(n)
+        assert run.data.tags["approach"] == "finetune" and run.data.tags["parent"] == "two"
+        assert run.data.tags["trial_state"] == "COMPLETE" and run.info.status == "FINISHED"
+        assert {"encoder_lr", "head_lr", "dropout"} <= set(run.data.params), run.data.params
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "cv_fold_macro_f1"))
+        assert steps == [0, 1], "one F1 per fold"
+    assert parent.data.metrics["n_complete"] == 2 and parent.data.metrics["n_failed"] == 0
+    best = client.get_run(parent.data.tags["best_trial_run_id"])
+    assert best.data.tags["best_trial"] == "true"
+    assert parent.data.metrics["best_value"] == best.data.metrics["cv_macro_f1_mean"]
+    assert float(parent.data.params["best_dropout"]) == float(best.data.params["dropout"])
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/param_importances.png"} <= plots, plots
+    assert (tmp_path / "optuna.db").exists(), "default storage sits next to mlflow.db"
+
+
+def test_a_trial_that_raises_is_marked_failed_and_the_study_goes_on(tiny_hf_whisper, phrase_dataset,
+                                                                    mlflow_store, monkeypatch):
+    import heardet.finetune
+
+    real, calls = heardet.finetune.cross_validate, []
+
+    def first_call_breaks(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(heardet.finetune, "cross_validate", first_call_breaks)
+    parent = run_entrypoint("tune", tune_args(phrase_dataset, tiny_hf_whisper, "--n-trials", "2"))
+    failed, done = trial_runs(parent.info.run_id)
+    assert failed.info.status == "FAILED" and failed.data.tags["trial_state"] == "FAIL"
+    assert "out of memory (simulated)" in failed.data.tags["error"]
+    assert done.info.status == "FINISHED" and done.data.tags["trial_state"] == "COMPLETE"
+    assert parent.data.metrics["n_failed"] == 1 and parent.data.metrics["n_complete"] == 1
+    assert parent.data.tags["best_trial_run_id"] == done.info.run_id
+    assert "param_importances" in parent.data.tags["plots_skipped"], "importances need 2 complete trials"
+
+
+def test_rerunning_with_the_same_study_name_adds_trials_to_that_study(tiny_hf_whisper, phrase_dataset,
+                                                                     mlflow_store, tmp_path):
+    storage = storage_of(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
+    args = tune_args(phrase_dataset, tiny_hf_whisper, "--n-trials", "1", "--study-name", "resumed",
+                     "--storage", storage, "--pruner", "none")
+    first = run_entrypoint("tune", args)
+    second = run_entrypoint("tune", args)
+    trials = optuna.load_study(study_name="resumed", storage=storage).trials
+    assert [t.number for t in trials] == [0, 1], "the second run adds trial 1 to the same study"
+    assert trials[0].params != trials[1].params, "a resumed study does not replay its first point"
+    assert first.data.metrics["n_trials_study"] == 1 and second.data.metrics["n_trials_study"] == 2
+    assert [r.data.tags["trial_number"] for r in trial_runs(second.info.run_id)] == ["1"]
+
+
+def test_resuming_with_other_fold_settings_is_refused(tmp_path):
+    from heardet.finetune import FinetuneConfig
+    from heardet.tune import TuneConfig, open_study
+
+    config = TuneConfig(study_name="s", storage=storage_of(tmp_path))
+    open_study(config, FinetuneConfig(n_folds=2))
+    with pytest.raises(ValueError, match="n_folds: 2 there, 3 here"):
+        open_study(config, FinetuneConfig(n_folds=3))
+
+
+def test_a_trial_below_the_median_after_a_fold_is_pruned(mlflow_store, monkeypatch):
+    import numpy as np
+
+    import heardet.finetune
+    from heardet.cv import CVResult
+    from heardet.finetune import FinetuneConfig, prepare_examples
+    from heardet.metrics import score
+    from heardet.tune import MEDIAN_STARTUP_TRIALS, TuneConfig, log_result, tune
+
+    calls = []
+
+    def scripted_cv(audios, labels, bounds, config, on_fold, **kwargs):
+        calls.append(1)
+        good = len(calls) <= MEDIAN_STARTUP_TRIALS  # the first trials do well, the next badly
+        folds = []
+        for fold in range(config.n_folds):
+            folds.append(score(labels, labels if good else 1 - labels))
+            on_fold(fold, 0.5, folds[-1])
+        return CVResult(tuple(folds), np.zeros(len(labels)))
+
+    monkeypatch.setattr(heardet.finetune, "cross_validate", scripted_cv)
+    examples = prepare_examples([np.zeros(1600, np.float32)] * 4, labels=[0, 1, 0, 1], progress=False)
+    config = TuneConfig(n_trials=MEDIAN_STARTUP_TRIALS + 1, study_name="pruned")
+    with mlflow.start_run() as parent:
+        result = tune(examples, config, FinetuneConfig(n_folds=2), progress=False)
+        log_result(result, config)
+    last = trial_runs(parent.info.run_id)[-1]
+    assert last.data.tags["trial_state"] == "PRUNED" and last.data.tags["pruned_after_fold"] == "0"
+    assert result.count("PRUNED") == 1 and result.count("COMPLETE") == MEDIAN_STARTUP_TRIALS
+    assert mlflow.get_run(parent.info.run_id).data.metrics["n_pruned"] == 1
+
+
+def test_best_params_round_trip_through_the_parent_run(mlflow_store):
+    from heardet.tune import best_params
+
+    with mlflow.start_run() as run:
+        mlflow.log_params({"best_encoder_lr": 3.0e-5, "best_head_lr": 0.001234567891, "best_dropout": 0.25})
+    assert best_params(run.info.run_id) == {"encoder_lr": 3.0e-5, "head_lr": 0.001234567891, "dropout": 0.25}
+
+
+def test_best_params_of_a_run_that_is_not_a_tune_run_names_the_missing_params(mlflow_store):
+    from heardet.tune import best_params
+
+    with mlflow.start_run() as run:
+        mlflow.set_tag("approach", "finetune")
+    with pytest.raises(ValueError, match="best_encoder_lr.*approach='finetune'"):
+        best_params(run.info.run_id)
+    with pytest.raises(ValueError, match="no such run"):
+        best_params("0" * 32)
+
+
+@pytest.mark.parametrize("field, value", [("dropout_max", 1.5), ("encoder_lr_min", 0.0), ("pruner", "hyperband"),
+                                          ("metric", "accuracy"), ("n_trials", 0)])
+def test_a_config_error_names_the_field_and_what_is_allowed(field, value):
+    from heardet.tune import TuneConfig
+
+    with pytest.raises(ValueError, match=rf"TuneConfig\.{field}=.* is invalid; allowed: "):
+        TuneConfig(**{field: value})
+
+
+def test_a_max_below_its_min_is_refused():
+    from heardet.tune import TuneConfig
+
+    with pytest.raises(ValueError, match=r"head_lr_max=0.0001 is invalid; allowed: a number >= head_lr_min \(0.01\)"):
+        TuneConfig(head_lr_min=1e-2, head_lr_max=1e-4)
+
+
+def test_the_entry_point_reports_a_bad_range_by_name(phrase_dataset, tiny_hf_whisper, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # should it reach MLflow after all, its store lands here
+    result = CliRunner().invoke(entrypoint("tune"), tune_args(phrase_dataset, tiny_hf_whisper, "--dropout-max", "1"))
+    assert result.exit_code == 1 and "dropout_max=1.0 is invalid" in result.output, result.output
+
+
+@pytest.mark.parametrize("tracking, storage", [
+    ("sqlite:////srv/mlflow/mlflow.db", "sqlite:////srv/mlflow/optuna.db"),
+    ("sqlite:///mlflow.db", "sqlite:///optuna.db"),
+    ("http://tracking:5000", "sqlite:///optuna.db"),
+])
+def test_default_storage_sits_next_to_a_sqlite_tracking_store(tracking, storage):
+    from heardet.tune import default_storage
+
+    assert default_storage(tracking) == storage
+
+
+def test_a_storage_password_is_not_logged():
+    from heardet.tune import redact
+
+    assert "s3cret" not in redact("postgresql://tuner:s3cret@db.internal:5432/optuna")
