@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "faster-whisper", "transformers")
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_WINDOW_TOKENS = 440  # Whisper's 448-token limit less the prompt
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,24 @@ class DecodeOptions:
         beam_size: 1 is greedy (fast); 5 is Whisper's default (about 2.5× slower on CPU).
         temperature_fallback: re-decode at rising temperatures when a window looks wrong.
         word_timestamps: also return per-word start/end times.
+        max_tokens_per_second: decoding stops after this many tokens per second of audio
+            (plus a margin; per 30 s window). Speech needs about 8; the cap stops greedy
+            decoding's repetition loops on noise, which otherwise run to 448 tokens.
     """
+
+    def max_new_tokens(self, seconds: float) -> int:
+        """The token budget of one window of ``seconds`` of audio."""
+        return min(MAX_WINDOW_TOKENS, int(self.max_tokens_per_second * min(seconds, 30.0)) + 16)
 
     language: str = "ru"
     beam_size: int = 1
     temperature_fallback: bool = False
     word_timestamps: bool = False
+    max_tokens_per_second: float = 12.0
 
     def __post_init__(self) -> None:
+        if self.max_tokens_per_second <= 0:
+            raise ValueError(f"max_tokens_per_second must be > 0, got {self.max_tokens_per_second}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
         if not self.language or not self.language.isalpha():
@@ -213,6 +224,7 @@ class FasterWhisperTranscriber(Transcriber):
                 without_timestamps=not opts.word_timestamps,
                 word_timestamps=opts.word_timestamps,
                 vad_filter=False,
+                max_new_tokens=opts.max_new_tokens(len(audio) / SAMPLE_RATE),
             )
             segments = list(segments)
             words = tuple(
@@ -251,7 +263,9 @@ class TransformersTranscriber(Transcriber):
 
     def transcribe_arrays(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
         opts = self.options
-        generate_kwargs = {"language": opts.language, "task": "transcribe", "num_beams": opts.beam_size}
+        longest = max(len(a) for a in audios) / SAMPLE_RATE
+        generate_kwargs = {"language": opts.language, "task": "transcribe", "num_beams": opts.beam_size,
+                           "max_new_tokens": opts.max_new_tokens(longest)}
         if opts.temperature_fallback:
             generate_kwargs["temperature"] = FALLBACK_TEMPERATURES
         inputs = [{"raw": audio, "sampling_rate": SAMPLE_RATE} for audio in audios]
