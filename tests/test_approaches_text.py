@@ -61,7 +61,7 @@ def test_pyfunc_accepts_a_path_column(fake_asr, phrase_dataset, mlflow_store, tm
 
 
 def test_catboost_entrypoint_logs_every_fold_and_a_reloadable_model(fake_asr, phrase_dataset, mlflow_store, tmp_path):
-    run = run_entrypoint("catboost", ["--data", str(phrase_dataset), "--n-folds", "2", "--iterations", "50",
+    run = run_entrypoint("catboost_text", ["--data", str(phrase_dataset), "--n-folds", "2", "--iterations", "50",
                                       "--early-stopping-rounds", "10", "--out", str(tmp_path / "out")])
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "cv_fold_macro_f1")
     assert sorted(m.step for m in history) == [0, 1]
@@ -81,7 +81,7 @@ def test_transcripts_are_reused_from_the_cache(fake_asr, phrase_dataset, mlflow_
     run_entrypoint("transcribe", ["--data", str(phrase_dataset), "--out", str(tmp_path / "out")])
     first = fake_asr[0].calls  # the entry point's transcriber (later ones belong to logged models)
     made = len(fake_asr)
-    run_entrypoint("catboost", ["--data", str(phrase_dataset), "--n-folds", "2", "--iterations", "20",
+    run_entrypoint("catboost_text", ["--data", str(phrase_dataset), "--n-folds", "2", "--iterations", "20",
                                 "--out", str(tmp_path / "out")])
     assert first == 12 and fake_asr[made].calls == 0, "catboost must reuse the transcribe step's transcripts"
 

@@ -35,6 +35,16 @@ def test_entry_point_command_matches_its_click_options(name):
         assert flag == "--" + param.replace("_", "-"), f"{name}: parameter {param} should map to --{param.replace('_', '-')}"
 
 
+def test_no_entry_point_script_shadows_a_package_it_imports():
+    """`python entrypoints/x.py` puts entrypoints/ first on sys.path: x must not be a package name."""
+    import importlib.util
+
+    for script in (ROOT / "entrypoints").glob("*.py"):
+        spec = importlib.util.find_spec(script.stem) if script.stem != "main" else None
+        assert spec is None or Path(spec.origin or "").parent == script.parent, \
+            f"entrypoints/{script.name} shadows the installed package {script.stem!r}"
+
+
 def test_dataset_parameters_are_strings_not_paths():
     for name, entry in PROJECT["entry_points"].items():
         for param in ("data", "out"):
