@@ -6,26 +6,14 @@ path); their transcripts are noise, so the test checks the contract, not accurac
 
 import base64
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import mlflow
 import pytest
 
 from ct2_fixture import write_tiny_ct2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from heardet.pipeline import served
 
 
 def post(port, body: bytes | str, timeout=120):
@@ -60,32 +48,8 @@ def served_ensemble(tmp_path, mlflow_store, monkeypatch):
                            registered_model_name="heardet-ensemble", extra_int_columns=ensemble.keys)
     promote("heardet-ensemble", 1)
 
-    port = free_port()
-    bin_dir = str(Path(sys.executable).parent)  # mlflow execs uvicorn from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    log = open(tmp_path / "serve.log", "wb")
-    server = subprocess.Popen(
-        [str(mlflow_cli), "models", "serve", "-m", "models:/heardet-ensemble@production", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "serve.log").read_text()
-                time.sleep(1)
-        else:
-            pytest.fail("server did not answer /ping within 180 s:\n" + (tmp_path / "serve.log").read_text())
+    with served("models:/heardet-ensemble@production", timeout_s=180, env={"MLFLOW_TRACKING_URI": mlflow_store}) as port:
         yield port
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_served_ensemble_answers_every_request_form_and_isolates_bad_rows(served_ensemble, write_audio):

@@ -1,0 +1,227 @@
+"""The main job: every approach end to end on the embedded defaults, as MLflow child runs.
+
+synth → transcribe → catboost → finetune (whisper-base) → a short tune → ensemble of the
+three → promote with the quality gate → a real ``mlflow models serve`` smoke request.
+Each stage is ``mlflow.projects.run`` of its own entry point (``env_manager="local"``),
+tagged as a child of the run that drives the pipeline. Data and cached transcripts are
+reused on a rerun.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one pipeline run (clips, folds, trials, seconds)."""
+
+    name: str
+    n_train: int
+    n_test: int
+    catboost_folds: int
+    finetune_folds: int
+    max_train_clips: int  # 0 = every labelled clip
+    max_seconds: float
+    tune_trials: int
+    tune_folds: int
+    tune_max_train_clips: int
+
+
+PROFILES = {
+    # About 20 minutes on 2 CPU cores.
+    "quick": Profile("quick", n_train=160, n_test=80, catboost_folds=5, finetune_folds=2, max_train_clips=0,
+                     max_seconds=8.0, tune_trials=2, tune_folds=2, tune_max_train_clips=48),
+    # The original recipe's sizes: 5 folds everywhere.
+    "full": Profile("full", n_train=300, n_test=200, catboost_folds=5, finetune_folds=5, max_train_clips=0,
+                    max_seconds=10.0, tune_trials=10, tune_folds=5, tune_max_train_clips=0),
+}
+
+
+@dataclass
+class StageResult:
+    """One row of the final table."""
+
+    stage: str
+    run_id: str
+    seconds: float
+    cv_f1: float | None = None
+    test_f1: float | None = None
+    model_uri: str | None = None
+    notes: dict = field(default_factory=dict)
+
+
+def _run_stage(stage: str, entry_point: str, parameters: dict, parent_run_id: str | None,
+               experiment_id: str | None) -> StageResult:
+    import mlflow
+    from mlflow import MlflowClient
+
+    logger.info("stage %s: mlflow run . -e %s %s", stage, entry_point,
+                " ".join(f"-P {k}={v}" for k, v in parameters.items()))
+    started = time.perf_counter()
+    submitted = mlflow.projects.run(str(PROJECT_ROOT), entry_point=entry_point, parameters=parameters,
+                                    env_manager="local", experiment_id=experiment_id, synchronous=True)
+    client = MlflowClient()
+    run_id = submitted.run_id
+    if parent_run_id:
+        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+        client.set_tag(run_id, "pipeline_stage", stage)
+    metrics = client.get_run(run_id).data.metrics
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    uri = f"models:/{versions[0].name}/{versions[0].version}" if versions else None
+    cv = metrics.get("cv_macro_f1_mean", metrics.get("best_value"))
+    return StageResult(stage, run_id, time.perf_counter() - started, cv, metrics.get("test_macro_f1"), uri,
+                       {"train_f1": metrics.get("train_macro_f1")})
+
+
+@contextlib.contextmanager
+def served(model_uri: str, timeout_s: float = 240, env: dict | None = None) -> Iterator[int]:
+    """Run ``mlflow models serve -m model_uri --env-manager local`` on a free loopback port
+    while the block runs; yields the port, stops the server (its process group) after.
+
+    Raises:
+        RuntimeError: the server exited or did not answer ``/ping`` within ``timeout_s``
+            (with the tail of its log).
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bin_dir = str(Path(sys.executable).parent)  # the server execs uvicorn from PATH
+    env = {**os.environ, **(env or {})}
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + timeout_s
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                    break
+                except OSError:
+                    if server.poll() is not None or time.time() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(f"mlflow models serve did not start:\n{log.read().decode()[-2000:]}")
+                    time.sleep(1)
+            yield port
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def serve_smoke_request(model_uri: str, clip: Path) -> dict:
+    """Serve ``model_uri``, POST one clip as base64 ``dataframe_split``, return the answer."""
+    with served(model_uri) as port:
+        body = json.dumps({"dataframe_split": {"columns": ["audio"],
+                                               "data": [[base64.b64encode(clip.read_bytes()).decode()]]}})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+
+
+def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | Path = "outputs",
+                 serve: bool = True) -> list[StageResult]:
+    """Run every stage; returns one :class:`StageResult` per stage.
+
+    Args:
+        profile: a key of :data:`PROFILES`.
+        data: dataset directory (generated when missing; reused when present).
+        out: where submission CSVs go.
+        serve: finish with a real ``mlflow models serve`` smoke request.
+
+    Raises:
+        ValueError: unknown profile.
+        mlflow.exceptions.ExecutionException: a stage failed (its run says why).
+    """
+    import mlflow
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    p = PROFILES[profile]
+    data, out = str(Path(data).resolve()), str(Path(out).resolve())
+    active = mlflow.active_run()
+    parent = active.info.run_id if active else None
+    experiment = active.info.experiment_id if active else None
+    results: list[StageResult] = []
+
+    def stage(name: str, entry: str, **params) -> StageResult:
+        results.append(_run_stage(name, entry, params, parent, experiment))
+        return results[-1]
+
+    stage("synth", "synth", out=data, n_train=p.n_train, n_test=p.n_test)
+    rule = stage("approach 1: rule", "transcribe", data=data, out=out)
+    catboost = stage("approach 2: catboost", "catboost", data=data, out=out, n_folds=p.catboost_folds)
+    finetune = stage("approach 3: finetune", "finetune", data=data, out=out, model="whisper-base",
+                     n_folds=p.finetune_folds, max_train_clips=p.max_train_clips, max_seconds=p.max_seconds)
+    stage("tune", "tune", data=data, model="whisper-base", n_trials=p.tune_trials, n_folds=p.tune_folds,
+          max_train_clips=p.tune_max_train_clips, max_seconds=p.max_seconds, study_name=f"heardet-{p.name}")
+    members = ",".join(r.model_uri for r in (rule, catboost, finetune) if r.model_uri)
+    ensemble = stage("approach 4: ensemble", "ensemble", data=data, out=out, members=members)
+    name, version = ensemble.model_uri.removeprefix("models:/").split("/")
+    stage("promote", "promote", name=name, version=version, data=data)
+    if serve:
+        clip = sorted(Path(data, "wav_test").glob("*.wav"))[0]
+        started = time.perf_counter()
+        answer = serve_smoke_request(f"models:/{name}@production", clip)
+        results.append(StageResult("serve", "", time.perf_counter() - started, notes={"answer": answer,
+                                                                                      "clip": clip.name}))
+        logger.info("served %s@production answered for %s: %s", name, clip.name, answer)
+    return results
+
+
+def render_table(results: list[StageResult]) -> str:
+    """The closing table: approach, CV F1, test F1, wall time."""
+    def fmt(value: float | None) -> str:
+        return f"{value:.3f}" if value is not None else "—"
+
+    lines = [f"{'stage':<24} {'CV F1':>7} {'test F1':>8} {'wall s':>8}  run / model", "-" * 78]
+    for r in results:
+        where = r.model_uri or r.run_id[:12]
+        lines.append(f"{r.stage:<24} {fmt(r.cv_f1):>7} {fmt(r.test_f1):>8} {r.seconds:>8.0f}  {where}")
+    lines.append("-" * 78)
+    lines.append(f"{'total':<24} {'':>7} {'':>8} {sum(r.seconds for r in results):>8.0f}")
+    return "\n".join(lines)
+
+
+def plot_comparison(results: list[StageResult], path: str | Path) -> Path:
+    """Bar chart of CV and test macro F1 per approach."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in results if r.stage.startswith("approach")]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
+    ax.bar(x - 0.2, [r.cv_f1 or 0 for r in rows], 0.4, label="CV")
+    ax.bar(x + 0.2, [r.test_f1 or 0 for r in rows], 0.4, label="test")
+    ax.set_xticks(x, [r.stage.split(": ")[-1] for r in rows])
+    ax.set_ylabel("macro F1")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
