@@ -21,12 +21,14 @@ from heardet.cli import friendly_errors
 
 
 @click.command()
-@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "full", "smoke"]), default="quick", show_default=True)
 @click.option("--data", default="data", show_default=True)
 @click.option("--out", default="outputs", show_default=True)
 @click.option("--serve", type=click.BOOL, default=True, show_default=True)
+@click.option("--asr-model", default="whisper-base", show_default=True, help="Whisper of approaches 1 and 2.")
+@click.option("--finetune-model", default="whisper-base", show_default=True, help="Whisper of approach 3.")
 @friendly_errors
-def main(profile: str, data: str, out: str, serve: bool) -> None:
+def main(profile: str, data: str, out: str, serve: bool, asr_model: str, finetune_model: str) -> None:
     """Run every approach on DATA and print the results table."""
     from heardet.cli import configure_logging
     from heardet.pipeline import plot_comparison, render_table, run_pipeline
@@ -34,7 +36,7 @@ def main(profile: str, data: str, out: str, serve: bool) -> None:
     configure_logging()
     with mlflow.start_run():
         mlflow.set_tag("approach", "pipeline")
-        results = run_pipeline(profile, data, out, serve)
+        results = run_pipeline(profile, data, out, serve, asr_model, finetune_model)
         for r in results:
             key = re.sub(r"[^a-z0-9]+", "_", r.stage.split(": ")[-1].lower()).strip("_")
             mlflow.log_metric(f"{key}_seconds", r.seconds)

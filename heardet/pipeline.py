@@ -53,6 +53,9 @@ PROFILES = {
     # The original recipe's sizes: 5 folds everywhere.
     "full": Profile("full", n_train=300, n_test=200, catboost_folds=5, finetune_folds=5, max_train_clips=0,
                     max_seconds=10.0, tune_trials=10, tune_folds=5, tune_max_train_clips=0),
+    # A check of the wiring (the tests run it with tiny models), not of accuracy.
+    "smoke": Profile("smoke", n_train=12, n_test=6, catboost_folds=2, finetune_folds=2, max_train_clips=0,
+                     max_seconds=4.0, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
 }
 
 
@@ -141,7 +144,8 @@ def serve_smoke_request(model_uri: str, clip: Path) -> dict:
 
 
 def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | Path = "outputs",
-                 serve: bool = True) -> list[StageResult]:
+                 serve: bool = True, asr_model: str = "whisper-base",
+                 finetune_model: str = "whisper-base") -> list[StageResult]:
     """Run every stage; returns one :class:`StageResult` per stage.
 
     Args:
@@ -149,6 +153,8 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
         data: dataset directory (generated when missing; reused when present).
         out: where submission CSVs go.
         serve: finish with a real ``mlflow models serve`` smoke request.
+        asr_model: Whisper model of approaches 1 and 2.
+        finetune_model: Whisper model whose encoder approach 3 and the tune fine-tune.
 
     Raises:
         ValueError: unknown profile.
@@ -165,16 +171,17 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
     experiment = active.info.experiment_id if active else None
     results: list[StageResult] = []
 
-    def stage(name: str, entry: str, **params) -> StageResult:
-        results.append(_run_stage(name, entry, params, parent, experiment))
+    def stage(label: str, entry: str, /, **params) -> StageResult:  # positional-only: `name` is a parameter
+        results.append(_run_stage(label, entry, params, parent, experiment))
         return results[-1]
 
     stage("synth", "synth", out=data, n_train=p.n_train, n_test=p.n_test)
-    rule = stage("approach 1: rule", "transcribe", data=data, out=out)
-    catboost = stage("approach 2: catboost", "catboost", data=data, out=out, n_folds=p.catboost_folds)
-    finetune = stage("approach 3: finetune", "finetune", data=data, out=out, model="whisper-base",
+    rule = stage("approach 1: rule", "transcribe", data=data, out=out, model=asr_model)
+    catboost = stage("approach 2: catboost", "catboost", data=data, out=out, model=asr_model,
+                     n_folds=p.catboost_folds)
+    finetune = stage("approach 3: finetune", "finetune", data=data, out=out, model=finetune_model,
                      n_folds=p.finetune_folds, max_train_clips=p.max_train_clips, max_seconds=p.max_seconds)
-    stage("tune", "tune", data=data, model="whisper-base", n_trials=p.tune_trials, n_folds=p.tune_folds,
+    stage("tune", "tune", data=data, model=finetune_model, n_trials=p.tune_trials, n_folds=p.tune_folds,
           max_train_clips=p.tune_max_train_clips, max_seconds=p.max_seconds, study_name=f"heardet-{p.name}")
     members = ",".join(r.model_uri for r in (rule, catboost, finetune) if r.model_uri)
     ensemble = stage("approach 4: ensemble", "ensemble", data=data, out=out, members=members)

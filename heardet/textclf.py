@@ -55,9 +55,23 @@ class CatBoostConfig:
             raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
 
 
+START, END = "_start_", "_end_"  # sentence bounds: every text has a bigram, even an empty one
+# Words and word pairs seen at least once: CatBoost's default bounds leave the dictionary empty
+# (an error) on small datasets or on transcripts that share few words.
+TEXT_PROCESSING = {
+    "tokenizers": [{"tokenizer_id": "Space", "separator_type": "ByDelimiter", "delimiter": " "}],
+    "dictionaries": [
+        {"dictionary_id": "Word", "gram_order": "1", "occurrence_lower_bound": "1", "max_dictionary_size": "50000"},
+        {"dictionary_id": "BiGram", "gram_order": "2", "occurrence_lower_bound": "1", "max_dictionary_size": "50000"},
+    ],
+    "feature_processing": {"default": [{"dictionaries_names": ["Word", "BiGram"], "feature_calcers": ["BoW", "NaiveBayes"],
+                                        "tokenizers_names": ["Space"]}]},
+}
+
+
 def text_frame(texts: Sequence[str]) -> pd.DataFrame:
-    """The single text feature CatBoost sees; empty transcripts become a marker token."""
-    return pd.DataFrame({"text": [normalize(t) or "<empty>" for t in texts]})
+    """The single text feature CatBoost sees: normalised, after a start token."""
+    return pd.DataFrame({"text": [f"{START} {normalize(t)} {END}".replace("  ", " ") for t in texts]})
 
 
 def _classifier(config: CatBoostConfig, iterations: int | None = None):
@@ -71,6 +85,7 @@ def _classifier(config: CatBoostConfig, iterations: int | None = None):
         random_seed=config.seed,
         thread_count=config.thread_count,
         text_features=["text"],
+        text_processing=TEXT_PROCESSING,
         verbose=False,
         allow_writing_files=False,
     )

@@ -1,0 +1,80 @@
+"""Speed and memory of approach 3 on CPU: content-sized windows vs. padding every clip to 30 s.
+
+Measures, for Whisper MODEL's encoder classifier on clips from DATA:
+- one training step (forward + backward + Adam, batch 4) on content-sized batches vs. the
+  same clips zero-padded to 30 s (what the stock WhisperEncoder requires);
+- inference speed (× real time) over the test clips both ways;
+- peak resident memory of the process.
+
+    python benchmarks/finetune_speed.py data --model whisper-base --clips 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from heardet.audio import SAMPLE_RATE, load_audio
+from heardet.encoder_clf import collate, load_pretrained, log_mel, predict_audio
+
+
+def pad30(audio: np.ndarray) -> np.ndarray:
+    return np.pad(audio, (0, max(0, 30 * SAMPLE_RATE - len(audio))))
+
+
+def step_seconds(model, fe, audios, repeats: int = 3) -> float:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    labels = torch.tensor([i % 2 for i in range(len(audios))])
+    times = []
+    model.train()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        feats, lengths = collate([log_mel(fe, a) for a in audios])
+        loss = torch.nn.functional.cross_entropy(model(feats, lengths), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--model", default="whisper-base")
+    parser.add_argument("--clips", type=int, default=40, help="test clips scored each way")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/finetune_speed.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, fe = load_pretrained(args.model)
+    train = [load_audio(p) for p in sorted((args.data / "wav_train").glob("*.wav"))[:4]]
+    test = [load_audio(p) for p in sorted((args.data / "wav_test").glob("*.wav"))[: args.clips]]
+    audio_s = sum(len(a) for a in test) / SAMPLE_RATE
+    result = {"model": args.model, "threads": torch.get_num_threads(),
+              "train_batch_seconds": [round(len(a) / SAMPLE_RATE, 2) for a in train]}
+    result["step_s_content"] = round(step_seconds(model, fe, train), 3)
+    result["step_s_padded_30s"] = round(step_seconds(model, fe, [pad30(a) for a in train]), 3)
+    model.eval()
+    for name, audios, window in (("content", test, 10.0), ("padded_30s", [pad30(a) for a in test], 30.0)):
+        start = time.perf_counter()
+        predict_audio(model, fe, audios, max_seconds=window, batch_size=8)
+        seconds = time.perf_counter() - start
+        result[f"infer_x_real_time_{name}"] = round(audio_s / seconds, 2)
+        result[f"infer_s_per_clip_{name}"] = round(seconds / len(audios), 3)
+    result["speedup_train"] = round(result["step_s_padded_30s"] / result["step_s_content"], 2)
+    result["speedup_infer"] = round(result["infer_x_real_time_content"] / result["infer_x_real_time_padded_30s"], 2)
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The main job end to end (`mlflow run . -e main`), with tiny random Whisper models and the
+`smoke` profile: every stage is a real child run; the table and the served answer come back."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from ct2_fixture import write_tiny_ct2
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(900)
+def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_path, tiny_hf_whisper):
+    tiny_ct2 = write_tiny_ct2(tmp_path / "tiny", source_positions=1500, target_positions=448)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HEARDET_CACHE": str(tmp_path / "cache"),
+           "PATH": bin_dir + os.pathsep + os.environ["PATH"], "TQDM_DISABLE": "1"}
+    result = subprocess.run(
+        [os.path.join(bin_dir, "mlflow"), "run", str(ROOT), "-e", "main", "--env-manager", "local",
+         "-P", "profile=smoke", "-P", f"data={tmp_path / 'data'}", "-P", f"out={tmp_path / 'out'}",
+         "-P", f"asr_model={tiny_ct2.ct2_dir}", "-P", f"finetune_model={tiny_hf_whisper}"],
+        env=env, capture_output=True, text=True, timeout=880)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "approach 4: ensemble" in result.stdout and "mlflow ui" in result.stdout, result.stdout[-2000:]
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(search_all_experiments=True)
+    parent = runs[runs["tags.approach"] == "pipeline"].iloc[0]
+    children = runs[runs["tags.mlflow.parentRunId"] == parent.run_id]
+    assert set(children["tags.approach"]) >= {"synth", "rule", "catboost", "finetune", "tune", "ensemble", "promote"}
+    assert (children.status == "FINISHED").all()
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("heardet-ensemble", "production").version) == "1"
+    artifacts = {a.path for a in client.list_artifacts(parent.run_id, "summary")}
+    assert {"summary/table.txt", "summary/serve_answer.json"} <= artifacts
+    for name in ("approach_1.csv", "approach_2.csv", "approach_4_blended.csv"):
+        assert (tmp_path / "out" / name).exists(), name
