@@ -18,21 +18,9 @@ BURST_HZ = 1000.0
 
 
 @pytest.fixture(scope="module")
-def tiny_whisper(tmp_path_factory) -> Path:
-    """A random 2+2-layer Whisper (d_model 32) and a default feature extractor, saved offline."""
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
-
-    root = tmp_path_factory.mktemp("tiny_whisper")
-    config = WhisperConfig(
-        d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
-        max_target_positions=64, vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        decoder_start_token_id=1, suppress_tokens=[], begin_suppress_tokens=[],
-    )
-    torch.manual_seed(0)
-    WhisperForConditionalGeneration(config).save_pretrained(root)
-    WhisperFeatureExtractor().save_pretrained(root)
-    return root
+def tiny_whisper(tiny_hf_whisper) -> Path:
+    """The random 2+2-layer Whisper (d_model 32) of conftest, saved offline with its feature extractor."""
+    return tiny_hf_whisper
 
 
 def tiny_factory(root: Path):
