@@ -1,17 +1,24 @@
 """heardet: detect whether a spoken phrase (default «не слышу») occurs in audio recordings.
 
 Nothing heavy is imported here: ``import heardet`` stays fast, and torch, transformers and
-MLflow load only when a function that needs them is called.
+MLflow load only when a function that needs them is called. The fine-tune
+(``heardet.finetune``, ``heardet.encoder_clf``), tuning (``heardet.tune``), ensemble and
+registry modules import torch or MLflow and are imported by name.
 """
 
+from heardet.asr import DecodeOptions, Transcript, make_transcriber
 from heardet.audio import SAMPLE_RATE, AudioError, Window, iter_windows, load_audio
 from heardet.data import Clip, DataError, Dataset, ValidationReport, load_dataset, parse_bounds, validate_dataset
+from heardet.metrics import Scores, score
 from heardet.synth import SynthConfig, SynthReport, synthesize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SAMPLE_RATE",
+    "DecodeOptions",
+    "Scores",
+    "Transcript",
     "AudioError",
     "Clip",
     "DataError",
@@ -23,7 +30,9 @@ __all__ = [
     "iter_windows",
     "load_audio",
     "load_dataset",
+    "make_transcriber",
     "parse_bounds",
+    "score",
     "synthesize",
     "validate_dataset",
 ]
