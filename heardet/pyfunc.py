@@ -184,9 +184,15 @@ class _TranscribingModel(_python_model_base()):
         self._transcriber = None
 
     def load_context(self, context) -> None:
+        from dataclasses import fields
+
         from heardet.asr import DecodeOptions, make_transcriber
 
-        self._transcriber = make_transcriber(self.asr_model, self.backend, DecodeOptions(**self.options))
+        # One process imports one heardet (the first model's code copy), e.g. inside an
+        # ensemble; options this version does not know are dropped, missing ones default.
+        known = {f.name for f in fields(DecodeOptions)}
+        options = DecodeOptions(**{k: v for k, v in self.options.items() if k in known})
+        self._transcriber = make_transcriber(self.asr_model, self.backend, options)
 
     def __getstate__(self):  # the transcriber is rebuilt in load_context, never pickled
         return {**self.__dict__, "_transcriber": None}

@@ -114,3 +114,11 @@ def test_predict_exits_non_zero_when_nothing_could_be_scored(fake_asr, phrase_da
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "broken.wav"), "--model", "models:/heardet-rule/1",
                                        "-o", str(tmp_path / "p.csv"), "--no-progress"])
     assert result.exit_code == 1
+
+
+def test_a_rule_model_tolerates_decode_options_from_another_heardet_version(fake_asr):
+    from heardet.pyfunc import RuleModel
+
+    model = RuleModel("whisper-base", "auto", {"language": "ru", "option_from_the_future": 1}, "не слыш", "не слышу")
+    model.load_context(None)
+    assert fake_asr[-1].options.language == "ru"
