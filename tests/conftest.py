@@ -135,6 +135,7 @@ def mlflow_store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("test", artifact_location=(tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)  # set_experiment exports it; undo after the test
     mlflow.set_experiment(experiment_id=experiment)
     yield uri
     mlflow.end_run()

@@ -19,7 +19,8 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     tiny_ct2 = write_tiny_ct2(tmp_path / "tiny", source_positions=1500, target_positions=448)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HEARDET_CACHE": str(tmp_path / "cache"),
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_EXPERIMENT", "MLFLOW_RUN"))}
+    env = {**inherited, "MLFLOW_TRACKING_URI": uri, "HEARDET_CACHE": str(tmp_path / "cache"),
            "PATH": bin_dir + os.pathsep + os.environ["PATH"], "TQDM_DISABLE": "1"}
     result = subprocess.run(
         [os.path.join(bin_dir, "mlflow"), "run", str(ROOT), "-e", "main", "--env-manager", "local",
