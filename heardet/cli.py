@@ -144,10 +144,10 @@ def transcribe(inputs, model, backend, language, beam_size, temperature_fallback
                          if r.transcript else "[]" for r in results]
     output.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(output, index=False)
-    audio_s = sum(r.transcript.duration_s for r in results if r.transcript)
+    fresh_s = sum(r.transcript.duration_s for r in results if r.transcript and not r.cached)
     cached = sum(r.cached for r in results)
-    click.echo(f"wrote {output}: {len(files)} files, {cached} from cache, {seconds:.1f} s "
-               f"({audio_s / max(seconds, 1e-9):.1f}× real time over {audio_s:.0f} s of audio)")
+    speed = f"{fresh_s / max(seconds, 1e-9):.1f}× real time over {fresh_s:.0f} s transcribed" if fresh_s else "no audio transcribed"
+    click.echo(f"wrote {output}: {len(files)} files, {cached} from cache, {seconds:.1f} s ({speed})")
     report_errors(results)
 
 
