@@ -68,7 +68,7 @@ def main(data, model, backend, language, n_folds, iterations, eval_metric, early
         mlflow.log_metric("transcribe_seconds", time.perf_counter() - start)
         train = table[(table.split == "train") & (table.error == "")]
         cv = cross_validate(list(train.text), train.label.astype(int).to_numpy(), config)
-        log_cv(cv)
+        log_cv(cv, labels=train.label.astype(int).to_numpy())
         oof = train[["id", "label", "text"]].assign(oof_score=cv.oof_score)
         mlflow.log_text(oof.to_csv(index=False), "oof/oof_predictions.csv")
         final_iterations = int(np.median(cv.extra["best_iteration"]))

@@ -97,7 +97,7 @@ def main(data, model, n_folds, epochs, batch_size, encoder_lr, head_lr, dropout,
             mlflow.log_metric(f"train_loss_{'final' if fold is None else f'fold{fold}'}", loss, step=step)
 
         cv = cross_validate(*arrays, config=config, on_step=on_step)
-        log_cv(cv)
+        log_cv(cv, labels=examples.labels)
         mlflow.log_text(
             "id,label,oof_score\n" + "".join(f"{i},{y},{p:.6f}\n" for i, y, p in
                                            zip(examples.ids, examples.labels, cv.oof_score)),

@@ -29,8 +29,10 @@ def log_evaluation(split: str, labels: Sequence[int], predictions: Sequence[int]
     return scores
 
 
-def log_cv(cv: CVResult, prefix: str = "cv_") -> None:
-    """Per-fold macro F1 with ``step=fold``, plus mean, std, OOF threshold and a fold bar chart."""
+def log_cv(cv: CVResult, prefix: str = "cv_", labels: Sequence[int] | None = None) -> None:
+    """Per-fold macro F1 with ``step=fold``, plus mean, std, OOF threshold and a fold bar chart;
+    with the training ``labels``, also ROC and precision-recall curves of the out-of-fold scores
+    (``plots/oof_roc_pr.png``) and ``<prefix>oof_roc_auc``."""
     import mlflow
 
     for fold, f1 in enumerate(cv.fold_f1):
@@ -44,6 +46,35 @@ def log_cv(cv: CVResult, prefix: str = "cv_") -> None:
                         f"{prefix}threshold": cv.threshold})
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.log_artifact(str(plot_folds(cv, Path(tmp) / "fold_f1.png")), "plots")
+        if labels is not None and len(set(np.asarray(labels).tolist())) == 2:
+            auc = plot_roc_pr(labels, cv.oof_score, Path(tmp) / "oof_roc_pr.png")
+            mlflow.log_metric(f"{prefix}oof_roc_auc", auc)
+            mlflow.log_artifact(str(Path(tmp) / "oof_roc_pr.png"), "plots")
+
+
+def plot_roc_pr(labels: Sequence[int], scores: Sequence[float], path: Path) -> float:
+    """ROC and precision-recall curves side by side; returns the ROC AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    auc, ap = float(roc_auc_score(labels, scores)), float(average_precision_score(labels, scores))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7, 3.2), dpi=120)
+    left.plot(fpr, tpr, label=f"AUC {auc:.3f}")
+    left.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    left.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (out of fold)")
+    right.plot(recall, precision, label=f"AP {ap:.3f}")
+    right.set(xlabel="recall", ylabel="precision", title="precision-recall (out of fold)", ylim=(0, 1.05))
+    for ax in (left, right):
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return auc
 
 
 def plot_folds(cv: CVResult, path: Path) -> Path:

@@ -69,6 +69,8 @@ def test_catboost_entrypoint_logs_every_fold_and_a_reloadable_model(fake_asr, ph
     assert run.data.tags["approach"] == "catboost"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "oof")}
     assert "oof/oof_predictions.csv" in artifacts
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/fold_f1.png", "plots/oof_roc_pr.png"} <= plots and 0 <= run.data.metrics["cv_oof_roc_auc"] <= 1
     assert (tmp_path / "out" / "approach_2.csv").exists()
     model = mlflow.pyfunc.load_model("models:/heardet-catboost/1")
     wavs = sorted((phrase_dataset / "wav_test").glob("*.wav"))
