@@ -35,8 +35,8 @@ def main(members: str, data: Path, out: Path, register_as: str) -> None:
     from heardet.ensemble import EnsembleModel
     from heardet.pyfunc import log_contract_model
     from heardet.registry import resolve_version
-    from heardet.scoring import evaluate_dir, load_model, predict_files
-    from heardet.tracking import log_evaluation, log_params, log_submission
+    from heardet.scoring import load_model, predict_files
+    from heardet.tracking import log_evaluation, log_submission
 
     configure_logging()
     log = logging.getLogger("heardet")

@@ -16,7 +16,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm

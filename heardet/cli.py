@@ -148,12 +148,16 @@ def transcribe(inputs, model, backend, language, beam_size, temperature_fallback
     cached = sum(r.cached for r in results)
     speed = f"{fresh_s / max(seconds, 1e-9):.1f}× real time over {fresh_s:.0f} s transcribed" if fresh_s else "no audio transcribed"
     click.echo(f"wrote {output}: {len(files)} files, {cached} from cache, {seconds:.1f} s ({speed})")
-    report_errors(results)
+    report_errors((r.source, r.error) for r in results)
 
 
-def report_errors(results) -> None:
-    """List the inputs that could not be read, at the end where a person will see them."""
-    bad = [(r.source, r.error) for r in results if r.error]
+def report_errors(rows) -> None:
+    """List the inputs that could not be read, at the end where a person will see them.
+
+    Args:
+        rows: (source, error) pairs; those with an empty error are fine.
+    """
+    bad = [(source, error) for source, error in rows if error]
     if bad:
         click.echo(f"{len(bad)} unreadable input(s):", err=True)
         for source, error in bad:
@@ -202,10 +206,7 @@ def predict(inputs, model_uri, output, batch_size, no_progress) -> None:
     frame.drop(columns=["path"]).to_csv(output, index=False)
     bad = frame[frame.error != ""]
     click.echo(f"wrote {output}: {len(frame) - len(bad)} scored, {int((frame.label == 1).sum())} with the phrase")
-    if len(bad):
-        click.echo(f"{len(bad)} unreadable file(s):", err=True)
-        for path, error in zip(bad.path, bad.error):
-            click.echo(f"  {path}: {error}", err=True)
+    report_errors(zip(bad.path, bad.error))
     sys.exit(1 if len(bad) == len(frame) else 0)
 
 

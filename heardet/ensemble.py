@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heardet.pyfunc import Prediction, sources_from_frame, to_frame
+from heardet.pyfunc import Prediction, _python_model_base, sources_from_frame, to_frame
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +49,7 @@ def vote(labels: np.ndarray, scores: np.ndarray, errors: Sequence[Sequence[str]]
     return out
 
 
-def _base():
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
-
-
-class EnsembleModel(_base()):
+class EnsembleModel(_python_model_base()):
     """pyfunc: loads its members from ``context.artifacts`` (copies bundled at log time)."""
 
     def __init__(self, member_uris: Sequence[str]):

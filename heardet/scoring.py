@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from heardet.audio import AUDIO_EXTENSIONS
-from heardet.data import DataError, load_dataset
+from heardet.data import DataError, list_audio, load_dataset
 from heardet.metrics import Scores, score
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = list_audio(item)
             if not found:
                 logger.warning("%s holds no audio files (%s)", item, ", ".join(AUDIO_EXTENSIONS))
             files.extend(found)

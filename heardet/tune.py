@@ -232,8 +232,6 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
     Raises:
         ValueError: the folds do not fit the data, or the study exists with other settings.
     """
-    import optuna
-
     from heardet.cv import stratified_folds
 
     stratified_folds(examples.labels, base.n_folds, base.seed)  # fail now, not once per trial
