@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 import mlflow
 
-from heardet.cli import friendly_errors
+from heardet.cli import friendly_errors, training_options
 import numpy as np
 
 
@@ -36,21 +36,10 @@ def model_slug(model: str) -> str:
 
 
 @click.command()
-@click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
-@click.option("--model", default="whisper-base", show_default=True)
-@click.option("--n-folds", type=int, default=5, show_default=True)
-@click.option("--epochs", type=int, default=1, show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@training_options(n_folds=5)
 @click.option("--encoder-lr", type=float, default=1e-5, show_default=True)
 @click.option("--head-lr", type=float, default=3e-4, show_default=True)
 @click.option("--dropout", type=float, default=0.2, show_default=True)
-@click.option("--max-seconds", type=float, default=10.0, show_default=True)
-@click.option("--freeze-encoder-steps", type=int, default=0, show_default=True)
-@click.option("--grad-clip", type=float, default=1.0, show_default=True)
-@click.option("--augment", type=click.BOOL, default=False, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--max-train-clips", type=int, default=0, show_default=True, help="0 = all")
 @click.option("--refit", type=click.Choice(["all", "best_fold"]), default="all", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True)
 @click.option("--register-as", default="", help="Registered model name (default heardet-finetune-<model>).")

@@ -23,27 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 import click
 import mlflow
 
-from heardet.cli import friendly_errors
+from heardet.cli import friendly_errors, training_options
 
 
 @click.command()
-@click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
-@click.option("--model", default="whisper-base", show_default=True)
-@click.option("--n-folds", type=int, default=3, show_default=True)
-@click.option("--epochs", type=int, default=1, show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--max-seconds", type=float, default=10.0, show_default=True)
-@click.option("--freeze-encoder-steps", type=int, default=0, show_default=True)
-@click.option("--grad-clip", type=float, default=1.0, show_default=True)
-@click.option("--augment", type=click.BOOL, default=False, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--max-train-clips", type=int, default=0, show_default=True, help="0 = all")
+@training_options(n_folds=3)
 @click.option("--encoder-lr-min", type=float, default=1e-6, show_default=True)
 @click.option("--encoder-lr-max", type=float, default=1e-4, show_default=True)
 @click.option("--head-lr-min", type=float, default=1e-4, show_default=True)

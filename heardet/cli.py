@@ -39,6 +39,32 @@ def friendly_errors(command):
     return wrapper
 
 
+def training_options(n_folds: int):
+    """The fine-tune's data and training options, shared by the ``finetune`` and ``tune``
+    entry points (``n_folds`` is the command's default fold count)."""
+    options = [
+        click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True),
+        click.option("--model", default="whisper-base", show_default=True),
+        click.option("--n-folds", type=int, default=n_folds, show_default=True),
+        click.option("--epochs", type=int, default=1, show_default=True),
+        click.option("--batch-size", type=int, default=4, show_default=True),
+        click.option("--max-seconds", type=float, default=10.0, show_default=True),
+        click.option("--freeze-encoder-steps", type=int, default=0, show_default=True),
+        click.option("--grad-clip", type=float, default=1.0, show_default=True),
+        click.option("--augment", type=click.BOOL, default=False, show_default=True),
+        click.option("--seed", type=int, default=42, show_default=True),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--max-train-clips", type=int, default=0, show_default=True, help="0 = all"),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def fail(message: str) -> None:
     """Print ``message`` as an error and exit with status 2 (bad input)."""
     click.echo(f"error: {message}", err=True)
