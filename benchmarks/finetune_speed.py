@@ -21,8 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from heardet.approaches.finetune.model import (
+    collate,
+    load_pretrained,
+    log_mel,
+    predict_audio,
+)
 from heardet.audio import SAMPLE_RATE, load_audio
-from heardet.encoder_clf import collate, load_pretrained, log_mel, predict_audio
 
 
 def pad30(audio: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Load check of a served heardet model: requests/second and p50/p95 latency.
 
-Starts `mlflow models serve` for MODEL_URI on a free loopback port (heardet.pipeline.served),
+Starts `mlflow models serve` for MODEL_URI on a free loopback port (heardet.mlops.serving.served),
 then sends base64 `dataframe_split` requests of 1 clip and of 16 clips from DATA/wav_test for
 SECONDS each, from CONCURRENCY client threads, and reports throughput, latency percentiles
 and failed requests. Traffic goes to 127.0.0.1 only; the loop is bounded in time and count.
@@ -27,7 +27,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from heardet.pipeline import served
+from heardet.mlops.serving import served
 
 MAX_REQUESTS = 5000
 

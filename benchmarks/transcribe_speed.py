@@ -10,8 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from heardet.asr import DecodeOptions, make_transcriber
 from heardet.audio import SAMPLE_RATE, load_audio
+from heardet.whisper.asr import DecodeOptions, make_transcriber
 
 
 def main() -> None:

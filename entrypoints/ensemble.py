@@ -30,13 +30,12 @@ from heardet.cli import friendly_errors
 @friendly_errors
 def main(members: str, data: Path, out: Path, register_as: str) -> None:
     """Bundle MEMBERS into a majority-vote model and log it to the active MLflow run."""
+    from heardet.approaches.ensemble import EnsembleModel
     from heardet.cli import configure_logging
     from heardet.data import load_dataset
-    from heardet.ensemble import EnsembleModel
-    from heardet.pyfunc import log_contract_model
-    from heardet.registry import resolve_version
-    from heardet.scoring import load_model, predict_files
-    from heardet.tracking import log_evaluation, log_submission
+    from heardet.mlops.contract import log_contract_model
+    from heardet.mlops.registry import resolve_version
+    from heardet.mlops.tracking import log_evaluation, log_test_split, stage_run
 
     configure_logging()
     log = logging.getLogger("heardet")
@@ -44,24 +43,20 @@ def main(members: str, data: Path, out: Path, register_as: str) -> None:
     if len(uris) < 2:
         raise click.BadParameter(f"need at least 2 member URIs, got {uris}", param_hint="members")
     dataset = load_dataset(data) if data.exists() else None
-    with mlflow.start_run():
+    with stage_run("ensemble", f"ensemble of {len(uris)}"):
         start = time.perf_counter()
-        mlflow.set_tag("approach", "ensemble")
         ensemble = EnsembleModel(uris)
         for i, uri in enumerate(uris):
             mlflow.log_param(f"member_{i}", uri)
             mlflow.set_tag(f"member_{i}_version", resolve_version(uri))
         info = log_contract_model(ensemble, "model", artifacts=dict(zip(ensemble.keys, uris)),
                                   registered_model_name=register_as or None, extra_int_columns=ensemble.keys)
-        if dataset is not None and dataset.test:
-            model = load_model(info.model_uri)
-            preds = predict_files(model, [c.path for c in dataset.test])
-            if dataset.test_labelled:
-                labels = [c.label for c in dataset.test]
-                log_evaluation("test", labels, preds.label, "approach 4 (ensemble)")
-                for i, key in enumerate(ensemble.keys):  # each member's own vote, scored the same way
-                    log_evaluation(f"member_{i}_test", labels, preds[key], uris[i])
-            log_submission(preds.id, preds.label.clip(lower=0), "approach_4_blended.csv", out)
+        test = log_test_split(info.model_uri, dataset, "approach_4_blended.csv", out, "approach 4 (ensemble)") \
+            if dataset is not None else None
+        if test is not None and test.scores is not None:
+            labels = [c.label for c in dataset.test]
+            for i, key in enumerate(ensemble.keys):  # each member's own vote, scored the same way
+                log_evaluation(f"member_{i}_test", labels, test.predictions[key], uris[i])
         mlflow.log_metric("wall_seconds", time.perf_counter() - start)
         log.info("ensemble of %d members logged: %s", len(uris), info.model_uri)
 

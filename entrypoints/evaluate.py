@@ -23,12 +23,11 @@ from heardet.cli import friendly_errors
 def main(model_uri: str, data: Path, split: str) -> None:
     """Evaluate MODEL_URI on DATA and log the result to the active MLflow run."""
     from heardet.cli import configure_logging
-    from heardet.scoring import evaluate_dir, load_model
-    from heardet.tracking import log_evaluation, log_params
+    from heardet.mlops.scoring import evaluate_dir, load_model
+    from heardet.mlops.tracking import log_evaluation, log_params, stage_run
 
     configure_logging()
-    with mlflow.start_run():
-        mlflow.set_tag("approach", "evaluate")
+    with stage_run("evaluate", f"evaluate {model_uri}"):
         log_params({"model_uri": model_uri, "data": str(data), "split": split})
         result = evaluate_dir(load_model(model_uri), data, split)
         log_evaluation(result.split, result.predictions.true_label, result.predictions.label, model_uri)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
-from pathlib import Path
 
 import click
 import mlflow
@@ -30,12 +28,14 @@ from heardet.cli import friendly_errors
 @friendly_errors
 def main(profile: str, data: str, out: str, serve: bool, asr_model: str, finetune_model: str) -> None:
     """Run every approach on DATA and print the results table."""
+    from pipeline import render_table, run_pipeline
+
     from heardet.cli import configure_logging
-    from heardet.pipeline import plot_comparison, render_table, run_pipeline
+    from heardet.mlops import plots
+    from heardet.mlops.tracking import stage_run
 
     configure_logging()
-    with mlflow.start_run():
-        mlflow.set_tag("approach", "pipeline")
+    with stage_run("pipeline", f"main {profile}"):
         results = run_pipeline(profile, data, out, serve, asr_model, finetune_model)
         for r in results:
             key = re.sub(r"[^a-z0-9]+", "_", r.stage.split(": ")[-1].lower()).strip("_")
@@ -50,8 +50,9 @@ def main(profile: str, data: str, out: str, serve: bool, asr_model: str, finetun
         mlflow.log_metric("total_seconds", sum(r.seconds for r in results))
         table = render_table(results)
         mlflow.log_text(table, "summary/table.txt")
-        with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(str(plot_comparison(results, Path(tmp) / "approaches.png")), "plots")
+        rows = [r for r in results if r.stage.startswith("approach")]
+        mlflow.log_figure(plots.approaches([r.stage.split(": ")[-1] for r in rows], [r.cv_f1 for r in rows],
+                                           [r.test_f1 for r in rows]), "plots/approaches.png")
         click.echo("\n" + table)
         click.echo("\nBrowse the runs:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db  "
                    "then open http://127.0.0.1:5000")

@@ -26,12 +26,11 @@ from heardet.cli import friendly_errors
 def main(name: str, version: str, data: str, force: bool) -> None:
     """Promote NAME/VERSION to Production and log the comparison to the active MLflow run."""
     from heardet.cli import configure_logging
-    from heardet.registry import PromotionRefused, promote
-    from heardet.tracking import log_params
+    from heardet.mlops.registry import PromotionRefused, promote
+    from heardet.mlops.tracking import log_params, stage_run
 
     configure_logging()
-    with mlflow.start_run():
-        mlflow.set_tag("approach", "promote")
+    with stage_run("promote", f"promote {name}/{version}"):
         log_params({"name": name, "version": version, "data": data, "force": force})
         try:
             result = promote(name, version, Path(data) if data else None, force=force)

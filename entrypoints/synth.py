@@ -16,27 +16,24 @@ import click
 import mlflow
 
 from heardet.cli import friendly_errors
+from heardet.config import click_options, from_options
+from heardet.synth import SynthConfig
 
 
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
-@click.option("--n-train", type=click.IntRange(min=0), default=300, show_default=True)
-@click.option("--n-test", type=click.IntRange(min=0), default=200, show_default=True)
-@click.option("--phrase", default="не слышу", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click_options(SynthConfig)
 @friendly_errors
-def main(out: Path, n_train: int, n_test: int, phrase: str, seed: int, workers: int) -> None:
+def main(out: Path, **options) -> None:
     """Generate the dataset into OUT and log it to the active MLflow run."""
     from heardet.cli import configure_logging
     from heardet.data import validate_dataset
-    from heardet.synth import SynthConfig, synthesize
-    from heardet.tracking import log_params
+    from heardet.mlops.tracking import log_params, stage_run
+    from heardet.synth import synthesize
 
     configure_logging()
-    config = SynthConfig(phrase=phrase, n_train=n_train, n_test=n_test, seed=seed, workers=workers)
-    with mlflow.start_run():
-        mlflow.set_tag("approach", "synth")
+    config = from_options(SynthConfig, options)
+    with stage_run("synth", f"synth {config.n_train}+{config.n_test} clips"):
         log_params({**dataclasses.asdict(config), "out": str(out.resolve())})
         result = synthesize(out, config)
         report = validate_dataset(out, progress=False)

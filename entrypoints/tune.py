@@ -25,65 +25,46 @@ import dataclasses
 import logging
 
 import click
-import mlflow
 
-from heardet.cli import friendly_errors, training_options
+from heardet.approaches.finetune.train import FinetuneConfig
+from heardet.approaches.finetune.tune import TUNED, TuneConfig
+from heardet.cli import data_option, friendly_errors
+from heardet.config import click_options, from_options
 
 
 @click.command()
-@training_options(n_folds=3)
-@click.option("--encoder-lr-min", type=float, default=1e-6, show_default=True)
-@click.option("--encoder-lr-max", type=float, default=1e-4, show_default=True)
-@click.option("--head-lr-min", type=float, default=1e-4, show_default=True)
-@click.option("--head-lr-max", type=float, default=1e-2, show_default=True)
-@click.option("--dropout-min", type=float, default=0.0, show_default=True)
-@click.option("--dropout-max", type=float, default=0.5, show_default=True)
-@click.option("--n-trials", type=int, default=10, show_default=True)
-@click.option("--timeout", type=float, default=0.0, show_default=True, help="Seconds; 0 = no limit.")
-@click.option("--sampler-seed", type=int, default=0, show_default=True)
-@click.option("--pruner", default="median", show_default=True, help="median or none.")
-@click.option("--metric", default="cv_macro_f1_mean", show_default=True,
-              help="cv_macro_f1_mean, cv_macro_f1_min or cv_macro_f1_median.")
-@click.option("--study-name", default="heardet-tune", show_default=True)
-@click.option("--storage", default="", help="Optuna storage URL (default: optuna.db next to the MLflow store).")
+@data_option
+@click_options(FinetuneConfig, skip=[*TUNED, "refit", "eval_batch_size"], defaults={"n_folds": 3})
+@click_options(TuneConfig)
 @friendly_errors
-def main(data, model, n_folds, epochs, batch_size, max_seconds, freeze_encoder_steps, grad_clip, augment, seed,
-         device, max_train_clips, encoder_lr_min, encoder_lr_max, head_lr_min, head_lr_max, dropout_min,
-         dropout_max, n_trials, timeout, sampler_seed, pruner, metric, study_name, storage) -> None:
+def main(data, **options) -> None:
     """Search the fine-tune's learning rates and dropout on DATA; each trial is a nested run."""
     import optuna
 
+    from heardet.approaches.finetune.train import prepare_examples
+    from heardet.approaches.finetune.tune import log_result, redact, tune
     from heardet.cli import configure_logging
     from heardet.data import load_dataset
-    from heardet.finetune import FinetuneConfig, prepare_examples
-    from heardet.tracking import log_params
-    from heardet.tune import TUNED, TuneConfig, log_result, redact, tune
-    from heardet.whisper_hub import ensure_available
+    from heardet.mlops.tracking import log_params, stage_run
+    from heardet.whisper.hub import ensure_available
 
     configure_logging()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # heardet logs one line per trial instead
-    search = TuneConfig(encoder_lr_min=encoder_lr_min, encoder_lr_max=encoder_lr_max, head_lr_min=head_lr_min,
-                        head_lr_max=head_lr_max, dropout_min=dropout_min, dropout_max=dropout_max,
-                        n_trials=n_trials, timeout=timeout, sampler_seed=sampler_seed, pruner=pruner,
-                        metric=metric, study_name=study_name, storage=storage)
-    base = FinetuneConfig(model=model, n_folds=n_folds, epochs=epochs, batch_size=batch_size,
-                          max_seconds=max_seconds, freeze_encoder_steps=freeze_encoder_steps, grad_clip=grad_clip,
-                          augment=augment, seed=seed, device=device, max_train_clips=max_train_clips)
-    ensure_available(model)  # fail in a second, before minutes of loading audio
+    search, base = from_options(TuneConfig, options), from_options(FinetuneConfig, options)
+    ensure_available(base.model)  # fail in a second, before minutes of loading audio
     dataset = load_dataset(data, require_train=True)
-    with mlflow.start_run():
-        mlflow.set_tag("approach", "tune")
+    with stage_run("tune", f"tune {base.model} {search.n_trials} trials"):
         shared = {k: v for k, v in dataclasses.asdict(base).items() if k not in (*TUNED, "refit")}
-        log_params({**dataclasses.asdict(search), "storage": redact(storage), **shared, "data": str(data)})
+        log_params({**dataclasses.asdict(search), "storage": redact(search.storage), **shared, "data": str(data)})
         # Loaded once: every trial trains on the same in-memory clips.
         examples = prepare_examples(dataset.train, max_clips=base.max_train_clips, seed=base.seed)
         result = tune(examples, search, base, data_name=str(data))
         log_result(result, search)
         if result.best_trial is None:
             raise click.ClickException(
-                f"no trial of study {study_name!r} completed ({result.count('FAIL')} failed, "
+                f"no trial of study {search.study_name!r} completed ({result.count('FAIL')} failed, "
                 f"{result.count('PRUNED')} pruned here); see the trial runs' `error` tag")
-        logging.getLogger("heardet").info("best %s %.4f: %s (trial run %s)", metric, result.best_trial.value,
+        logging.getLogger("heardet").info("best %s %.4f: %s (trial run %s)", search.metric, result.best_trial.value,
                                           result.best_params, result.best_run_id)
 
 

@@ -2,15 +2,23 @@
 
 Nothing heavy is imported here: ``import heardet`` stays fast, and torch, transformers and
 MLflow load only when a function that needs them is called. The fine-tune
-(``heardet.finetune``, ``heardet.encoder_clf``), tuning (``heardet.tune``), ensemble and
+(``heardet.approaches.finetune.train``, ``heardet.approaches.finetune.model``), tuning (``heardet.approaches.finetune.tune``), ensemble and
 registry modules import torch or MLflow and are imported by name.
 """
 
-from heardet.asr import DecodeOptions, Transcript, make_transcriber
 from heardet.audio import SAMPLE_RATE, AudioError, Window, iter_windows, load_audio
-from heardet.data import Clip, DataError, Dataset, ValidationReport, load_dataset, parse_bounds, validate_dataset
+from heardet.data import (
+    Clip,
+    DataError,
+    Dataset,
+    ValidationReport,
+    load_dataset,
+    parse_bounds,
+    validate_dataset,
+)
 from heardet.metrics import Scores, score
 from heardet.synth import SynthConfig, SynthReport, synthesize
+from heardet.whisper.asr import DecodeOptions, Transcript, make_transcriber
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from heardet.config import click_options, from_options
 from heardet.data import DataError
+from heardet.synth.config import SynthConfig
 
 logger = logging.getLogger("heardet")
 
@@ -28,7 +30,7 @@ def friendly_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from heardet.audio import AudioError
-        from heardet.whisper_hub import ModelUnavailableError
+        from heardet.whisper.hub import ModelUnavailableError
 
         try:
             return command(*args, **kwargs)
@@ -39,30 +41,16 @@ def friendly_errors(command):
     return wrapper
 
 
-def training_options(n_folds: int):
-    """The fine-tune's data and training options, shared by the ``finetune`` and ``tune``
-    entry points (``n_folds`` is the command's default fold count)."""
-    options = [
-        click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True),
-        click.option("--model", default="whisper-base", show_default=True),
-        click.option("--n-folds", type=int, default=n_folds, show_default=True),
-        click.option("--epochs", type=int, default=1, show_default=True),
-        click.option("--batch-size", type=int, default=4, show_default=True),
-        click.option("--max-seconds", type=float, default=10.0, show_default=True),
-        click.option("--freeze-encoder-steps", type=int, default=0, show_default=True),
-        click.option("--grad-clip", type=float, default=1.0, show_default=True),
-        click.option("--augment", type=click.BOOL, default=False, show_default=True),
-        click.option("--seed", type=int, default=42, show_default=True),
-        click.option("--device", default="auto", show_default=True),
-        click.option("--max-train-clips", type=int, default=0, show_default=True, help="0 = all"),
-    ]
+def data_option(command):
+    """``--data DIR``: the dataset every training and scoring entry point reads."""
+    return click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
+                        help="Dataset directory (wav_train/, wav_test/, word_bounds.json).")(command)
 
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
 
-    return decorate
+def out_option(command):
+    """``--out DIR``: where submission CSVs are written."""
+    return click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
+                        help="Directory for the submission CSV.")(command)
 
 
 def fail(message: str) -> None:
@@ -100,23 +88,18 @@ def validate(data_dir: Path, no_progress: bool) -> None:
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
               help="Output directory (competition layout).")
-@click.option("--n-train", type=click.IntRange(min=0), default=300, show_default=True, help="Training clips.")
-@click.option("--n-test", type=click.IntRange(min=0), default=200, show_default=True, help="Test clips.")
-@click.option("--phrase", default="не слышу", show_default=True, help="Target phrase.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel processes.")
+@click_options(SynthConfig)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def synth(out: Path, n_train: int, n_test: int, phrase: str, seed: int, workers: int, no_progress: bool) -> None:
+def synth(out: Path, no_progress: bool, **options) -> None:
     """Generate a Russian TTS dataset (espeak-ng + festival) in the competition layout.
 
     Clips already generated in OUT are kept, so an interrupted run can be resumed.
     """
     from heardet.data import validate_dataset
-    from heardet.synth import SynthConfig, synthesize
+    from heardet.synth import synthesize
 
     try:
-        config = SynthConfig(phrase=phrase, n_train=n_train, n_test=n_test, seed=seed, workers=workers)
-        result = synthesize(out, config, progress=not no_progress)
+        result = synthesize(out, from_options(SynthConfig, options), progress=not no_progress)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     click.echo(
@@ -145,9 +128,9 @@ def transcribe(inputs, model, backend, language, beam_size, temperature_fallback
 
     import pandas as pd
 
-    from heardet.asr import DecodeOptions, default_cache, make_transcriber
-    from heardet.scoring import collect_files
-    from heardet.whisper_hub import ModelUnavailableError
+    from heardet.mlops.scoring import collect_files
+    from heardet.whisper.asr import DecodeOptions, default_cache, make_transcriber
+    from heardet.whisper.hub import ModelUnavailableError
 
     files = collect_files(inputs)
     if not files:
@@ -197,7 +180,7 @@ def report_errors(rows) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def evaluate(data_dir, model_uri, split, no_progress) -> None:
     """Score a labelled DATA_DIR with any heardet model; print macro F1 and the confusion matrix."""
-    from heardet.scoring import evaluate_dir, load_model
+    from heardet.mlops.scoring import evaluate_dir, load_model
 
     try:
         result = evaluate_dir(load_model(model_uri), data_dir, split, progress=not no_progress)
@@ -218,7 +201,7 @@ def predict(inputs, model_uri, output, batch_size, no_progress) -> None:
 
     Exits non-zero only when nothing could be scored.
     """
-    from heardet.scoring import collect_files, load_model, predict_files
+    from heardet.mlops.scoring import collect_files, load_model, predict_files
 
     files = collect_files(inputs)
     if not files:
@@ -241,7 +224,7 @@ def predict(inputs, model_uri, output, batch_size, no_progress) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Blended id,label CSV.")
 def blend(csvs, output) -> None:
     """Majority-vote submission CSVs (id,label) into OUTPUT; ties go to 1. Ids must match."""
-    from heardet.ensemble import blend_csvs
+    from heardet.approaches.ensemble import blend_csvs
 
     try:
         blended = blend_csvs(csvs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -38,7 +37,13 @@ def score(y_true: Sequence[int], y_pred: Sequence[int]) -> Scores:
 
     Rows whose prediction is -1 (audio could not be read) count as wrong predictions.
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+    )
 
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
@@ -56,26 +61,3 @@ def score(y_true: Sequence[int], y_pred: Sequence[int]) -> Scores:
         n=int(len(y_true)),
         confusion=((int(cm[0, 0]), int(cm[0, 1])), (int(cm[1, 0]), int(cm[1, 1]))),
     )
-
-
-def plot_confusion(scores: Scores, path: str | Path, title: str = "") -> Path:
-    """Save the confusion matrix as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.array(scores.confusion)
-    fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=120)
-    ax.imshow(cm, cmap="Blues")
-    for (i, j), value in np.ndenumerate(cm):
-        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > cm.max() / 2 else "black")
-    ax.set_xticks([0, 1], ["0", "1"])
-    ax.set_yticks([0, 1], ["0", "1"])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{title}\nmacro F1 {scores.macro_f1:.3f}".strip(), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import zlib
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ class FakeTranscriber:
     backend = "fake"
 
     def __init__(self, model="fake", options=None):
-        from heardet.asr import DecodeOptions
+        from heardet.whisper.asr import DecodeOptions
 
         self.model, self.options = model, options or DecodeOptions()
         self.calls = 0
@@ -70,7 +70,7 @@ class FakeTranscriber:
         return f"fake|{self.model}"
 
     def transcribe_arrays(self, audios):
-        from heardet.asr import Transcript
+        from heardet.whisper.asr import Transcript
 
         self.calls += len(audios)
         out = []
@@ -81,7 +81,7 @@ class FakeTranscriber:
         return out
 
     def transcribe(self, *args, **kwargs):
-        from heardet.asr import Transcriber
+        from heardet.whisper.asr import Transcriber
 
         return Transcriber.transcribe(self, *args, **kwargs)
 
@@ -89,7 +89,7 @@ class FakeTranscriber:
 @pytest.fixture
 def fake_asr(monkeypatch, tmp_path):
     """Replace Whisper with FakeTranscriber everywhere and point caches at tmp_path."""
-    import heardet.asr
+    import heardet.whisper.asr
 
     monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
     made = []
@@ -98,7 +98,7 @@ def fake_asr(monkeypatch, tmp_path):
         made.append(FakeTranscriber(model, options))
         return made[-1]
 
-    monkeypatch.setattr(heardet.asr, "make_transcriber", make)
+    monkeypatch.setattr(heardet.whisper.asr, "make_transcriber", make)
     return made
 
 
@@ -146,7 +146,11 @@ def tiny_hf_whisper(tmp_path_factory) -> Path:
     """A random 2+2-layer Whisper (d_model 32) with a feature extractor, saved as a local
     Hugging Face directory: usable anywhere a model name is (``--model DIR``)."""
     import torch
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+    )
 
     root = tmp_path_factory.mktemp("tiny-whisper")
     config = WhisperConfig(

@@ -71,7 +71,12 @@ def write_tiny_ct2(root: Path, d_model: int = 32, layers: int = 2, heads: int = 
     """
     import ctranslate2
     import torch
-    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperForConditionalGeneration,
+        WhisperTokenizer,
+    )
 
     hf_dir, ct2_dir = root / "hf", root / "ct2"
     hf_dir.mkdir(parents=True, exist_ok=True)

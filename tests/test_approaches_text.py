@@ -7,7 +7,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import pytest
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +118,7 @@ def test_predict_exits_non_zero_when_nothing_could_be_scored(fake_asr, phrase_da
 
 
 def test_a_rule_model_tolerates_decode_options_from_another_heardet_version(fake_asr):
-    from heardet.pyfunc import RuleModel
+    from heardet.approaches.rule import RuleModel
 
     model = RuleModel("whisper-base", "auto", {"language": "ru", "option_from_the_future": 1}, "не слыш", "не слышу")
     model.load_context(None)

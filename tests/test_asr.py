@@ -3,13 +3,12 @@ text), and the transcript cache on a fake transcriber that counts its calls."""
 
 import json
 
-import numpy as np
 import pytest
-
 from conftest import FakeTranscriber
 from ct2_fixture import write_tiny_ct2
-from heardet.asr import DecodeOptions, Transcriber, Transcript, make_transcriber
-from heardet.transcript_cache import TranscriptCache
+
+from heardet.whisper.asr import DecodeOptions, Transcriber, Transcript, make_transcriber
+from heardet.whisper.cache import TranscriptCache
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,24 @@ import numpy as np
 import pytest
 import torch
 
+from heardet.approaches.finetune.model import (
+    EncoderClassifier,
+    collate,
+    load_classifier,
+    log_mel,
+    masked_mean,
+    predict_audio,
+    predict_proba,
+    save_classifier,
+)
+from heardet.approaches.finetune.train import (
+    FinetuneConfig,
+    LabelledAudio,
+    cross_validate,
+    fit,
+    training_crop,
+)
 from heardet.audio import SAMPLE_RATE
-from heardet.encoder_clf import (EncoderClassifier, collate, load_classifier, log_mel, masked_mean, predict_audio,
-                                 predict_proba, save_classifier)
-from heardet.finetune import FinetuneConfig, cross_validate, fit, training_crop
 
 BURST_HZ = 1000.0
 
@@ -107,9 +121,10 @@ def test_two_fold_cross_validation_returns_fold_scores_and_oof_probabilities(tin
     config = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, head_lr=1e-2, max_seconds=1.0,
                             device="cpu", augment=True)
     steps, folds = [], []
-    result = cross_validate(audios, labels, bounds, config, encoder_factory=tiny_factory(tiny_whisper),
-                            progress=False, on_step=lambda f, s, loss: steps.append((f, s, loss)),
-                            on_fold=lambda f, loss, scores: folds.append((f, loss, scores.macro_f1)))
+    result = cross_validate(LabelledAudio.from_arrays(audios, labels, bounds), config,
+                            encoder_factory=tiny_factory(tiny_whisper), progress=False,
+                            on_step=lambda f, s, loss: steps.append((f, s, loss)),
+                            on_fold=lambda f, loss, scores: folds.append((f, loss, scores.macro_f1))).result
     assert len(result.fold_scores) == 2
     assert result.oof_score.shape == (12,) and np.all((result.oof_score >= 0) & (result.oof_score <= 1))
     assert [f for f, _, _ in folds] == [0, 1] and len(result.extra["seconds"]) == 2
@@ -122,15 +137,17 @@ def test_best_fold_refit_returns_a_fold_model(tiny_whisper):
     config = FinetuneConfig(model="tiny", n_folds=2, batch_size=4, device="cpu", refit="best_fold",
                             freeze_encoder_steps=1)
     factory = tiny_factory(tiny_whisper)
-    result = cross_validate(audios, labels, bounds, config, factory, progress=False)
-    fitted = fit(audios, labels, bounds, config, factory, cv_result=result, progress=False)
-    assert fitted.fold == result.extra["best_fold"][0] and fitted.threshold == result.threshold
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    cv = cross_validate(examples, config, factory, progress=False)
+    fitted = fit(examples, config, factory, cv=cv, progress=False)
+    assert fitted.fold == cv.result.extra["best_fold"][0] and fitted.threshold == cv.result.threshold
 
 
 def test_save_then_load_gives_identical_scores(tiny_whisper, tmp_path):
     audios, labels, bounds = make_clips(6)
     config = FinetuneConfig(model="tiny", n_folds=2, batch_size=3, device="cpu", max_seconds=2.0)
-    fitted = fit(audios, labels, bounds, config, tiny_factory(tiny_whisper), threshold=0.4, progress=False)
+    fitted = fit(LabelledAudio.from_arrays(audios, labels, bounds), config, tiny_factory(tiny_whisper),
+                 threshold=0.4, progress=False)
     before = predict_audio(fitted.model, fitted.feature_extractor, audios, 2.0, 4, 0.4)
     save_classifier(fitted.model, fitted.feature_extractor, config, fitted.threshold, tmp_path / "clf")
     loaded = load_classifier(tmp_path / "clf")

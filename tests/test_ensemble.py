@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-
-from heardet.ensemble import blend_csvs, vote
 from test_approaches_text import run_entrypoint
+
+from heardet.approaches.ensemble import blend_csvs, vote
 
 
 def register_rule(data, tmp_path, rule, name):
@@ -48,7 +48,7 @@ def test_ensemble_entrypoint_votes_registers_and_survives_deleted_members(fake_a
 
 
 def test_promote_refuses_a_worse_candidate_unless_forced(fake_asr, phrase_dataset, mlflow_store, tmp_path):
-    from heardet.registry import PromotionRefused, current_production, promote
+    from heardet.mlops.registry import PromotionRefused, current_production, promote
 
     register_rule(phrase_dataset, tmp_path, "не слыш", "heardet-rule")   # version 1: right
     register_rule(phrase_dataset, tmp_path, "не вижу", "heardet-rule")   # version 2: never fires

@@ -3,7 +3,6 @@ a registered pyfunc that reloads and isolates a broken row."""
 
 import mlflow
 import pandas as pd
-
 from test_approaches_text import run_entrypoint
 
 

@@ -35,6 +35,48 @@ def test_entry_point_command_matches_its_click_options(name):
         assert flag == "--" + param.replace("_", "-"), f"{name}: parameter {param} should map to --{param.replace('_', '-')}"
 
 
+def mlproject_default_matches(spec: dict, option) -> str | None:
+    """Why an MLproject parameter and the click option it feeds disagree (type or default), or None."""
+    import click
+
+    declared = spec.get("type", "string") if isinstance(spec, dict) else spec
+    numeric = isinstance(option.type, (click.types.IntParamType, click.types.FloatParamType))
+    if declared != ("float" if numeric else "string"):
+        return f"type {declared!r}, but the option is {option.type.name}"
+    if not isinstance(spec, dict) or "default" not in spec:
+        return None if option.required or option.default is None else f"no default, the option has {option.default!r}"
+    default = option.default
+    if isinstance(option.type, click.types.BoolParamType):
+        return None if str(spec["default"]).lower() == str(default).lower() else f"default {spec['default']!r} != {default!r}"
+    if numeric:
+        return None if default is not None and float(spec["default"]) == float(default) else \
+            f"default {spec['default']!r} != {default!r}"
+    expected = "" if default is None else str(default)
+    return None if str(spec["default"]) == expected else f"default {spec['default']!r} != {expected!r}"
+
+
+@pytest.mark.parametrize("name", sorted(PROJECT["entry_points"]))
+def test_mlproject_parameters_have_the_types_and_defaults_of_the_config_they_feed(name):
+    """Click options come from the config dataclasses: an MLproject default that differs fails here."""
+    entry = PROJECT["entry_points"][name]
+    main = load_command(shlex.split(" ".join(entry["command"].split()))[1])
+    options = {p.name: p for p in main.params}
+    problems = [f"{name}.{param}: {why}" for param, spec in entry.get("parameters", {}).items()
+                if (why := mlproject_default_matches(spec, options[param]))]
+    assert not problems, "MLproject disagrees with the entry point's config:\n" + "\n".join(problems)
+
+
+def test_the_default_check_catches_a_changed_default():
+    from heardet.approaches.finetune.train import FinetuneConfig
+
+    main = load_command("entrypoints/finetune.py")
+    option = next(p for p in main.params if p.name == "head_lr")
+    assert option.default == FinetuneConfig().head_lr
+    assert mlproject_default_matches({"type": "float", "default": 3e-4}, option) is None
+    assert "default" in mlproject_default_matches({"type": "float", "default": 1e-3}, option)
+    assert "type" in mlproject_default_matches({"type": "string", "default": 3e-4}, option)
+
+
 def test_no_entry_point_script_shadows_a_package_it_imports():
     """`python entrypoints/x.py` puts entrypoints/ first on sys.path: x must not be a package name."""
     import importlib.util

@@ -10,9 +10,8 @@ from pathlib import Path
 import mlflow
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 from ct2_fixture import write_tiny_ct2
+from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 WALKTHROUGH = NOTEBOOKS / "walkthrough.ipynb"
@@ -25,9 +24,10 @@ def demo_store(tmp_path, mlflow_store, phrase_dataset, monkeypatch):
     Returns:
         The newer and the older CatBoost run ids.
     """
-    from heardet.ensemble import EnsembleModel
-    from heardet.pyfunc import RuleModel, log_contract_model
-    from heardet.registry import promote
+    from heardet.approaches.ensemble import EnsembleModel
+    from heardet.approaches.rule import RuleModel
+    from heardet.mlops.contract import log_contract_model
+    from heardet.mlops.registry import promote
 
     monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HEARDET_DATA", str(phrase_dataset))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
 from ct2_fixture import write_tiny_ct2
 
 ROOT = Path(__file__).resolve().parents[1]

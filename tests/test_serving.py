@@ -11,9 +11,9 @@ import urllib.request
 
 import mlflow
 import pytest
-
 from ct2_fixture import write_tiny_ct2
-from heardet.pipeline import served
+
+from heardet.mlops.serving import served
 
 
 def post(port, body: bytes | str, timeout=120):
@@ -29,9 +29,10 @@ def post(port, body: bytes | str, timeout=120):
 
 @pytest.fixture
 def served_ensemble(tmp_path, mlflow_store, monkeypatch):
-    from heardet.ensemble import EnsembleModel
-    from heardet.pyfunc import RuleModel, log_contract_model
-    from heardet.registry import promote
+    from heardet.approaches.ensemble import EnsembleModel
+    from heardet.approaches.rule import RuleModel
+    from heardet.mlops.contract import log_contract_model
+    from heardet.mlops.registry import promote
 
     monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
     tiny = write_tiny_ct2(tmp_path / "tiny", source_positions=1500, target_positions=448)

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from heardet import synth
-from heardet.synth import SynthConfig, SynthReport, check_tts, synthesize
+from heardet.synth import SynthConfig, SynthReport, check_tts, synthesize, voices
+from heardet.synth.plan import plan_clip
+from heardet.synth.text import POSITIONS, count, near_misses
 
 MISSING = [tool for tool in ("espeak-ng", "festival", "sox") if shutil.which(tool) is None]
 needs_tts = pytest.mark.skipif(
@@ -103,27 +104,26 @@ def test_every_clip_is_spliced_the_same_way_whatever_its_label(made):
 
 def test_planned_positives_and_negatives_share_carriers_voices_and_pauses():
     config = SynthConfig(n_train=400, n_test=0)
-    near = synth._near_misses(config)
-    plans = [synth._plan_clip(config, near, "train", i) for i in range(400)]
-    by_label = {label: [p for p in plans if p["label"] == label] for label in (0, 1)}
+    near = near_misses(config.phrase, config.hard_negatives)
+    plans = [plan_clip(config, near, "train", i) for i in range(400)]
+    by_label = {label: [p for p in plans if p.label == label] for label in (0, 1)}
     assert 180 <= len(by_label[1]) <= 220, "positive share far from positive_fraction"
-    assert {p["kind"] for p in by_label[0]} == {"hard_negative", "negative"}
+    assert {p.words.kind for p in by_label[0]} == {"hard_negative", "negative"}
     for label, group in by_label.items():
-        assert {p["position"] for p in group} == set(synth.POSITIONS), f"label {label} lacks a position"
-        assert {p["engine"] for p in group} == {"festival", "espeak-ng"}
-        assert 0.15 < np.mean([p["pauses_s"] for p in group]) < 0.25
-        assert all(set(p) == set(plans[0]) for p in group)
+        assert {p.words.position for p in group} == set(POSITIONS), f"label {label} lacks a position"
+        assert {p.engine for p in group} == {"festival", "espeak-ng"}
+        assert 0.15 < np.mean([p.pauses_s for p in group]) < 0.25
     for p in plans:
-        assert synth._count(p["text"], config.phrase) == p["label"], p["text"]
+        assert count(p.words.text, config.phrase) == p.label, p.words.text
 
 
 def test_a_custom_phrase_gets_derived_near_misses_that_never_contain_it():
     config = SynthConfig(phrase="алло", hard_negatives=("аллея",), n_train=200, n_test=0)
-    near = synth._near_misses(config)
-    assert "аллея" in near and near and not any(synth._count(n, "алло") for n in near)
+    near = near_misses(config.phrase, config.hard_negatives)
+    assert "аллея" in near and near and not any(count(n, "алло") for n in near)
     for i in range(200):  # carriers that say «алло» must be avoided for negatives
-        plan = synth._plan_clip(config, near, "train", i)
-        assert synth._count(plan["text"], "алло") == plan["label"], plan["text"]
+        plan = plan_clip(config, near, "train", i)
+        assert count(plan.words.text, "алло") == plan.label, plan.words.text
 
 
 @needs_tts
@@ -187,7 +187,7 @@ def test_a_foreign_dataset_directory_is_refused(tmp_path, write_audio):
     ("hard_negatives", ("я не слышу",)), ("hard_negatives", "не слышно"), ("seed", -3), ("workers", 0),
 ])
 def test_config_validation_names_the_field_and_the_value(field, value):
-    with pytest.raises(ValueError, match=rf"SynthConfig\.{field} must be .*got"):
+    with pytest.raises(ValueError, match=rf"SynthConfig\.{field}=.* is invalid; allowed: "):
         SynthConfig(**{field: value})
 
 
@@ -203,6 +203,6 @@ def test_config_hash_ignores_counts_and_workers_but_not_settings():
 
 
 def test_check_tts_names_missing_tools_and_the_install_command(monkeypatch):
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(voices.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match=r"espeak-ng.*sox.*festival.*apt-get install -y"):
         check_tts()

@@ -1,6 +1,11 @@
 import numpy as np
 
-from heardet.textclf import CatBoostConfig, cross_validate, fit_final, predict_proba
+from heardet.approaches.catboost import (
+    CatBoostConfig,
+    cross_validate,
+    fit_final,
+    predict_proba,
+)
 
 
 def test_catboost_learns_the_phrase_from_transcripts():

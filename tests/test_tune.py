@@ -5,7 +5,6 @@ import mlflow
 import optuna
 import pytest
 from click.testing import CliRunner
-
 from test_approaches_text import entrypoint, run_entrypoint
 
 FAST = ["--n-folds", "2", "--max-seconds", "2", "--batch-size", "2", "--head-lr-min", "1e-3",
@@ -52,9 +51,9 @@ def test_a_two_trial_study_logs_a_parent_and_one_nested_run_per_trial(tiny_hf_wh
 
 def test_a_trial_that_raises_is_marked_failed_and_the_study_goes_on(tiny_hf_whisper, phrase_dataset,
                                                                     mlflow_store, monkeypatch):
-    import heardet.finetune
+    import heardet.approaches.finetune.train
 
-    real, calls = heardet.finetune.cross_validate, []
+    real, calls = heardet.approaches.finetune.train.cross_validate, []
 
     def first_call_breaks(*args, **kwargs):
         calls.append(1)
@@ -62,7 +61,7 @@ def test_a_trial_that_raises_is_marked_failed_and_the_study_goes_on(tiny_hf_whis
             raise RuntimeError("out of memory (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(heardet.finetune, "cross_validate", first_call_breaks)
+    monkeypatch.setattr(heardet.approaches.finetune.train, "cross_validate", first_call_breaks)
     parent = run_entrypoint("tune", tune_args(phrase_dataset, tiny_hf_whisper, "--n-trials", "2"))
     failed, done = trial_runs(parent.info.run_id)
     assert failed.info.status == "FAILED" and failed.data.tags["trial_state"] == "FAIL"
@@ -89,8 +88,8 @@ def test_rerunning_with_the_same_study_name_adds_trials_to_that_study(tiny_hf_wh
 
 
 def test_resuming_with_other_fold_settings_is_refused(tmp_path):
-    from heardet.finetune import FinetuneConfig
-    from heardet.tune import TuneConfig, open_study
+    from heardet.approaches.finetune.train import FinetuneConfig
+    from heardet.approaches.finetune.tune import TuneConfig, open_study
 
     config = TuneConfig(study_name="s", storage=storage_of(tmp_path))
     open_study(config, FinetuneConfig(n_folds=2))
@@ -101,25 +100,35 @@ def test_resuming_with_other_fold_settings_is_refused(tmp_path):
 def test_a_trial_below_the_median_after_a_fold_is_pruned(mlflow_store, monkeypatch):
     import numpy as np
 
-    import heardet.finetune
+    import heardet.approaches.finetune.train
+    from heardet.approaches.finetune.train import (
+        FinetuneConfig,
+        FinetuneCV,
+        LabelledAudio,
+    )
+    from heardet.approaches.finetune.tune import (
+        MEDIAN_STARTUP_TRIALS,
+        TuneConfig,
+        log_result,
+        tune,
+    )
     from heardet.cv import CVResult
-    from heardet.finetune import FinetuneConfig, prepare_examples
     from heardet.metrics import score
-    from heardet.tune import MEDIAN_STARTUP_TRIALS, TuneConfig, log_result, tune
 
     calls = []
 
-    def scripted_cv(audios, labels, bounds, config, on_fold, **kwargs):
+    def scripted_cv(examples, config, on_fold, **kwargs):
+        labels = examples.labels
         calls.append(1)
         good = len(calls) <= MEDIAN_STARTUP_TRIALS  # the first trials do well, the next badly
         folds = []
         for fold in range(config.n_folds):
             folds.append(score(labels, labels if good else 1 - labels))
             on_fold(fold, 0.5, folds[-1])
-        return CVResult(tuple(folds), np.zeros(len(labels)))
+        return FinetuneCV(CVResult(tuple(folds), np.zeros(len(labels))))
 
-    monkeypatch.setattr(heardet.finetune, "cross_validate", scripted_cv)
-    examples = prepare_examples([np.zeros(1600, np.float32)] * 4, labels=[0, 1, 0, 1], progress=False)
+    monkeypatch.setattr(heardet.approaches.finetune.train, "cross_validate", scripted_cv)
+    examples = LabelledAudio.from_arrays([np.zeros(1600, np.float32)] * 4, labels=[0, 1, 0, 1])
     config = TuneConfig(n_trials=MEDIAN_STARTUP_TRIALS + 1, study_name="pruned")
     with mlflow.start_run() as parent:
         result = tune(examples, config, FinetuneConfig(n_folds=2), progress=False)
@@ -131,7 +140,7 @@ def test_a_trial_below_the_median_after_a_fold_is_pruned(mlflow_store, monkeypat
 
 
 def test_best_params_round_trip_through_the_parent_run(mlflow_store):
-    from heardet.tune import best_params
+    from heardet.approaches.finetune.tune import best_params
 
     with mlflow.start_run() as run:
         mlflow.log_params({"best_encoder_lr": 3.0e-5, "best_head_lr": 0.001234567891, "best_dropout": 0.25})
@@ -139,7 +148,7 @@ def test_best_params_round_trip_through_the_parent_run(mlflow_store):
 
 
 def test_best_params_of_a_run_that_is_not_a_tune_run_names_the_missing_params(mlflow_store):
-    from heardet.tune import best_params
+    from heardet.approaches.finetune.tune import best_params
 
     with mlflow.start_run() as run:
         mlflow.set_tag("approach", "finetune")
@@ -152,14 +161,14 @@ def test_best_params_of_a_run_that_is_not_a_tune_run_names_the_missing_params(ml
 @pytest.mark.parametrize("field, value", [("dropout_max", 1.5), ("encoder_lr_min", 0.0), ("pruner", "hyperband"),
                                           ("metric", "accuracy"), ("n_trials", 0)])
 def test_a_config_error_names_the_field_and_what_is_allowed(field, value):
-    from heardet.tune import TuneConfig
+    from heardet.approaches.finetune.tune import TuneConfig
 
     with pytest.raises(ValueError, match=rf"TuneConfig\.{field}=.* is invalid; allowed: "):
         TuneConfig(**{field: value})
 
 
 def test_a_max_below_its_min_is_refused():
-    from heardet.tune import TuneConfig
+    from heardet.approaches.finetune.tune import TuneConfig
 
     with pytest.raises(ValueError, match=r"head_lr_max=0.0001 is invalid; allowed: a number >= head_lr_min \(0.01\)"):
         TuneConfig(head_lr_min=1e-2, head_lr_max=1e-4)
@@ -177,12 +186,12 @@ def test_the_entry_point_reports_a_bad_range_by_name(phrase_dataset, tiny_hf_whi
     ("http://tracking:5000", "sqlite:///optuna.db"),
 ])
 def test_default_storage_sits_next_to_a_sqlite_tracking_store(tracking, storage):
-    from heardet.tune import default_storage
+    from heardet.approaches.finetune.tune import default_storage
 
     assert default_storage(tracking) == storage
 
 
 def test_a_storage_password_is_not_logged():
-    from heardet.tune import redact
+    from heardet.approaches.finetune.tune import redact
 
     assert "s3cret" not in redact("postgresql://tuner:s3cret@db.internal:5432/optuna")

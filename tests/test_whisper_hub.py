@@ -17,9 +17,18 @@ import numpy as np
 import pytest
 from ct2_fixture import N_TIMESTAMPS, TinyCT2, split_model_bin, write_tiny_ct2
 
-from heardet import whisper_hub
-from heardet.whisper_hub import (OFFLINE_MODELS, WHISPER_NAMES, ModelUnavailableError, bundled_ct2_dir,
-                                 convert_ct2_to_hf, hf_model_dir, load_whisper, read_ct2, resolve)
+from heardet.whisper import hub as whisper_hub
+from heardet.whisper.hub import (
+    OFFLINE_MODELS,
+    WHISPER_NAMES,
+    ModelUnavailableError,
+    bundled_ct2_dir,
+    convert_ct2_to_hf,
+    hf_model_dir,
+    load_whisper,
+    resolve,
+)
+from heardet.whisper.ct2 import read_ct2
 
 
 @pytest.fixture(autouse=True)

@@ -19,22 +19,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 
 logger = logging.getLogger(__name__)
 
 AUDIO_COLUMN = "audio"
 PATH_COLUMN = "path"
 OUTPUT_COLUMNS = ("label", "score", "error")
-CODE_PATH = str(Path(__file__).resolve().parent)  # ship the heardet package with every model
+CODE_PATH = str(Path(__file__).resolve().parents[1])  # the heardet package, shipped with every model
 
 
-def _mlflow_exception():
-    from mlflow.exceptions import MlflowException
-
-    return MlflowException
-
-
-class InputError(_mlflow_exception(), ValueError):
+class InputError(MlflowException, ValueError):
     """The request as a whole is malformed (not a single bad row).
 
     An MlflowException, so that ``mlflow models serve`` answers 400 with this message and
@@ -42,8 +39,6 @@ class InputError(_mlflow_exception(), ValueError):
     """
 
     def __init__(self, message: str):
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
@@ -170,138 +165,13 @@ def log_contract_model(python_model, name: str, artifacts: dict[str, str] | None
     )
 
 
-def _python_model_base():
-    import mlflow.pyfunc
+class ContractModel(PythonModel):
+    """Base of every heardet pyfunc: loaded state is rebuilt in ``load_context``, never pickled.
 
-    return mlflow.pyfunc.PythonModel
-
-
-class _TranscribingModel(_python_model_base()):
-    """Shared by approaches 1 and 2: Whisper transcribes each row, a text decision follows."""
-
-    def __init__(self, asr_model: str, backend: str, options: dict):
-        self.asr_model, self.backend, self.options = asr_model, backend, dict(options)
-        self._transcriber = None
-
-    def load_context(self, context) -> None:
-        from dataclasses import fields
-
-        from heardet.asr import DecodeOptions, make_transcriber
-
-        # One process imports one heardet (the first model's code copy), e.g. inside an
-        # ensemble; options this version does not know are dropped, missing ones default.
-        known = {f.name for f in fields(DecodeOptions)}
-        options = DecodeOptions(**{k: v for k, v in self.options.items() if k in known})
-        self._transcriber = make_transcriber(self.asr_model, self.backend, options)
-
-    def __getstate__(self):  # the transcriber is rebuilt in load_context, never pickled
-        return {**self.__dict__, "_transcriber": None}
-
-    def decide(self, texts: list[str]) -> list[tuple[int, float]]:
-        raise NotImplementedError
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from heardet.asr import default_cache
-
-        if self._transcriber is None:
-            self.load_context(context)
-        sources, errors = sources_from_frame(model_input)
-        rows = [i for i, s in enumerate(sources) if s is not None]
-        try:
-            cache = default_cache()
-        except OSError:
-            cache = None
-        results = self._transcriber.transcribe([sources[i] for i in rows], cache=cache, progress=False)
-        texts = {i: r for i, r in zip(rows, results)}
-        ok = [i for i in rows if not texts[i].error]
-        decisions = dict(zip(ok, self.decide([texts[i].text for i in ok])))
-        predictions = []
-        for i in range(len(sources)):
-            if i in decisions:
-                predictions.append(Prediction(decisions[i][0], decisions[i][1]))
-            else:
-                predictions.append(Prediction(-1, 0.0, errors[i] or texts[i].error))
-        return to_frame(predictions)
-
-
-class RuleModel(_TranscribingModel):
-    """Approach 1: Whisper transcript + substring rule."""
-
-    def __init__(self, asr_model: str, backend: str, options: dict, rule: str, phrase: str):
-        super().__init__(asr_model, backend, options)
-        self.rule, self.phrase = rule, phrase
-
-    def decide(self, texts: list[str]) -> list[tuple[int, float]]:
-        from heardet.rules import rule_label, rule_score
-
-        return [(rule_label(t, self.rule), rule_score(t, self.rule, self.phrase)) for t in texts]
-
-
-class CatBoostTextModel(_TranscribingModel):
-    """Approach 2: Whisper transcript + CatBoost text classifier (artifact ``catboost``)."""
-
-    def __init__(self, asr_model: str, backend: str, options: dict, threshold: float = 0.5):
-        super().__init__(asr_model, backend, options)
-        self.threshold = threshold
-        self._classifier = None
-
-    def __getstate__(self):
-        return {**super().__getstate__(), "_classifier": None}
-
-    def load_context(self, context) -> None:
-        from catboost import CatBoostClassifier
-
-        super().load_context(context)
-        self._classifier = CatBoostClassifier()
-        self._classifier.load_model(context.artifacts["catboost"])
-
-    def decide(self, texts: list[str]) -> list[tuple[int, float]]:
-        from heardet.textclf import predict_proba
-
-        probs = predict_proba(self._classifier, texts)
-        return [(int(p >= self.threshold), float(p)) for p in probs]
-
-
-class FinetuneModel(_python_model_base()):
-    """Approach 3: the fine-tuned Whisper encoder classifier (artifact ``classifier``).
-
-    Adds ``window_start_s`` / ``window_end_s``: where in the recording the best window lies.
+    Subclasses name their loaded attributes in ``_loaded`` and fill them in ``load_context``.
     """
 
-    WINDOW_COLUMNS = ("window_start_s", "window_end_s")
-
-    def __init__(self, batch_size: int = 8):
-        self.batch_size = batch_size
-        self._classifier = None
+    _loaded: tuple[str, ...] = ()
 
     def __getstate__(self):
-        return {**self.__dict__, "_classifier": None}
-
-    def load_context(self, context) -> None:
-        from heardet.encoder_clf import load_classifier
-
-        self._classifier = load_classifier(context.artifacts["classifier"])
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from heardet.audio import AudioError, load_audio
-
-        if self._classifier is None:
-            self.load_context(context)
-        sources, errors = sources_from_frame(model_input)
-        audios = {}
-        for i, source in enumerate(sources):
-            if source is None:
-                continue
-            try:
-                audios[i] = load_audio(source)
-            except AudioError as exc:
-                errors[i] = exc.reason
-        rows = sorted(audios)
-        scored = dict(zip(rows, self._classifier.predict([audios[i] for i in rows], self.batch_size)))
-        predictions, starts, ends = [], [], []
-        for i in range(len(sources)):
-            clip = scored.get(i)
-            predictions.append(Prediction(clip.label, clip.score) if clip else Prediction(-1, 0.0, errors[i]))
-            starts.append(clip.start_s if clip else 0.0)
-            ends.append(clip.end_s if clip else 0.0)
-        return to_frame(predictions, dict(zip(self.WINDOW_COLUMNS, (starts, ends))))
+        return {**self.__dict__, **{name: None for name in self._loaded}}

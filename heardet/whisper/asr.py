@@ -20,8 +20,24 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from heardet.audio import SAMPLE_RATE, AudioError, AudioSource, decode_audio, read_source_bytes
-from heardet.transcript_cache import TranscriptCache, content_hash, dataclass_payload
+from heardet.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    AudioSource,
+    decode_audio,
+    read_source_bytes,
+)
+from heardet.config import (
+    is_bool,
+    is_int,
+    is_number,
+    is_text,
+    one_of,
+    setting,
+    validate,
+)
+from heardet.devices import resolve_device
+from heardet.whisper.cache import TranscriptCache, content_hash, dataclass_payload
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +64,27 @@ class DecodeOptions:
         """The token budget of one window of ``seconds`` of audio."""
         return min(MAX_WINDOW_TOKENS, int(self.max_tokens_per_second * min(seconds, 30.0)) + 16)
 
-    language: str = "ru"
-    beam_size: int = 1
-    temperature_fallback: bool = False
-    word_timestamps: bool = False
-    max_tokens_per_second: float = 12.0
+    language: str = setting("ru", "an ISO code such as 'ru'", lambda v: isinstance(v, str) and v.isalpha())
+    beam_size: int = setting(1, "an integer >= 1", is_int(1), "1 is greedy; 5 is Whisper's default.")
+    temperature_fallback: bool = setting(False, "True or False", is_bool,
+                                         "Re-decode hard windows at higher temperature.")
+    word_timestamps: bool = setting(False, "True or False", is_bool, "Add per-word times.")
+    max_tokens_per_second: float = setting(12.0, "a number > 0", is_number(0, low_open=True))
 
     def __post_init__(self) -> None:
-        if self.max_tokens_per_second <= 0:
-            raise ValueError(f"max_tokens_per_second must be > 0, got {self.max_tokens_per_second}")
-        if self.beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
-        if not self.language or not self.language.isalpha():
-            raise ValueError(f"language must be an ISO code such as 'ru', got {self.language!r}")
+        validate(self)
+
+
+@dataclass(frozen=True)
+class TranscriberConfig:
+    """Which Whisper transcribes, and with which backend (see :func:`make_transcriber`)."""
+
+    model: str = setting("whisper-base", "a Whisper name, Hugging Face id or local directory", is_text,
+                         "Whisper name, HF id or local dir.")
+    backend: str = setting("auto", " or ".join(BACKENDS), one_of(*BACKENDS))
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -185,10 +209,10 @@ class FasterWhisperTranscriber(Transcriber):
         super().__init__(model, options)
         from faster_whisper import WhisperModel
 
-        from heardet.whisper_hub import ModelUnavailableError, resolve
+        from heardet.whisper.hub import ModelUnavailableError, resolve
 
         resolved = resolve(model)
-        device = _pick_device(device)
+        device = resolve_device(device)
         if compute_type == "default":
             compute_type = "int8" if device == "cpu" else "float16"
         if resolved.ct2_dir is not None:
@@ -245,9 +269,9 @@ class TransformersTranscriber(Transcriber):
         import torch
         from transformers import pipeline
 
-        from heardet.whisper_hub import load_whisper
+        from heardet.whisper.hub import load_whisper
 
-        device = _pick_device(device)
+        device = resolve_device(device)
         dtype = torch.float16 if device == "cuda" else torch.float32
         bundle = load_whisper(model, device=device, dtype=dtype)
         self._pipe = pipeline(
@@ -284,14 +308,6 @@ class TransformersTranscriber(Transcriber):
         return result
 
 
-def _pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def make_transcriber(model: str = "whisper-base", backend: str = "auto", options: DecodeOptions | None = None,
                      device: str = "auto") -> Transcriber:
     """Build a transcriber.
@@ -305,14 +321,14 @@ def make_transcriber(model: str = "whisper-base", backend: str = "auto", options
 
     Raises:
         ValueError: unknown backend.
-        heardet.whisper_hub.ModelUnavailableError: the model cannot be had (offline).
+        heardet.whisper.hub.ModelUnavailableError: the model cannot be had (offline).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        from heardet.whisper_hub import resolve
+        from heardet.whisper.hub import resolve
 
-        use_ct2 = resolve(model).ct2_dir is not None and _pick_device(device) == "cpu"
+        use_ct2 = resolve(model).ct2_dir is not None and resolve_device(device) == "cpu"
         backend = "faster-whisper" if use_ct2 else "transformers"
     if backend == "faster-whisper":
         return FasterWhisperTranscriber(model, options, device)
@@ -321,7 +337,7 @@ def make_transcriber(model: str = "whisper-base", backend: str = "auto", options
 
 def default_cache() -> TranscriptCache:
     """The shared transcript cache under heardet's cache directory."""
-    from heardet.whisper_hub import cache_dir
+    from heardet.whisper.hub import cache_dir
 
     return TranscriptCache(cache_dir() / "transcripts")
 

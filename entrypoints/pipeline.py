@@ -1,4 +1,4 @@
-"""The main job: every approach end to end on the embedded defaults, as MLflow child runs.
+"""The pipeline runner behind the ``main`` entry point: every approach end to end on the embedded defaults, as MLflow child runs.
 
 synth → transcribe → catboost → finetune (whisper-base) → a short tune → ensemble of the
 three → promote with the quality gate → a real ``mlflow models serve`` smoke request.
@@ -9,25 +9,16 @@ reused on a rerun.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from heardet.mlops.serving import smoke_request
+
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout this runner drives
 
 
 @dataclass(frozen=True)
@@ -101,54 +92,6 @@ def _run_stage(stage: str, entry_point: str, parameters: dict, parent_run_id: st
                        {"train_f1": metrics.get("train_macro_f1")})
 
 
-@contextlib.contextmanager
-def served(model_uri: str, timeout_s: float = 240, env: dict | None = None) -> Iterator[int]:
-    """Run ``mlflow models serve -m model_uri --env-manager local`` on a free loopback port
-    while the block runs; yields the port, stops the server (its process group) after.
-
-    Raises:
-        RuntimeError: the server exited or did not answer ``/ping`` within ``timeout_s``
-            (with the tail of its log).
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    bin_dir = str(Path(sys.executable).parent)  # the server execs uvicorn from PATH
-    env = {**os.environ, **(env or {})}
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(
-            [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.time() + timeout_s
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                    break
-                except OSError:
-                    if server.poll() is not None or time.time() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(f"mlflow models serve did not start:\n{log.read().decode()[-2000:]}")
-                    time.sleep(1)
-            yield port
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-
-
-def serve_smoke_request(model_uri: str, clip: Path) -> dict:
-    """Serve ``model_uri``, POST one clip as base64 ``dataframe_split``, return the answer."""
-    with served(model_uri) as port:
-        body = json.dumps({"dataframe_split": {"columns": ["audio"],
-                                               "data": [[base64.b64encode(clip.read_bytes()).decode()]]}})
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())
-
-
 def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | Path = "outputs",
                  serve: bool = True, asr_model: str = "whisper-base",
                  finetune_model: str = "whisper-base") -> list[StageResult]:
@@ -197,7 +140,7 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
     if serve:
         clip = sorted(Path(data, "wav_test").glob("*.wav"))[0]
         started = time.perf_counter()
-        answer = serve_smoke_request(f"models:/{name}@production", clip)
+        answer = smoke_request(f"models:/{name}@production", clip)
         results.append(StageResult("serve", "", time.perf_counter() - started, notes={"answer": answer,
                                                                                       "clip": clip.name}))
         logger.info("served %s@production answered for %s: %s", name, clip.name, answer)
@@ -216,26 +159,3 @@ def render_table(results: list[StageResult]) -> str:
     lines.append("-" * 78)
     lines.append(f"{'total':<24} {'':>7} {'':>8} {sum(r.seconds for r in results):>8.0f}")
     return "\n".join(lines)
-
-
-def plot_comparison(results: list[StageResult], path: str | Path) -> Path:
-    """Bar chart of CV and test macro F1 per approach."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rows = [r for r in results if r.stage.startswith("approach")]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
-    ax.bar(x - 0.2, [r.cv_f1 or 0 for r in rows], 0.4, label="CV")
-    ax.bar(x + 0.2, [r.test_f1 or 0 for r in rows], 0.4, label="test")
-    ax.set_xticks(x, [r.stage.split(": ")[-1] for r in rows])
-    ax.set_ylabel("macro F1")
-    ax.set_ylim(0, 1.05)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)

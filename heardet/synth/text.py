@@ -1,19 +1,17 @@
 """What the synthetic clips say: Russian carriers, fillers, ordinary speech and near misses of the phrase.
 
 A clip's text is a carrier template with the *middle* in place of ``{p}``: the phrase (positives), a
-near miss such as «не слышно» (hard negatives) or ordinary speech. :func:`_plan_text` draws one clip's
-words; :mod:`heardet.synth` voices them.
+near miss such as «не слышно» (hard negatives) or ordinary speech. :func:`plan_text` draws one clip's
+words; :mod:`heardet.synth.generate` voices them.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from heardet.synth import SynthConfig
 
 POSITIONS = ("start", "middle", "end", "alone")  # where the middle sits in its carrier
 POSITION_WEIGHTS = (0.3, 0.35, 0.25, 0.1)
@@ -46,29 +44,31 @@ DEFAULT_HARD_NEGATIVES = {"не слышу": (
 ENDINGS = ("ал", "ала", "али", "ит", "им", "ат", "ишь", "но", "ны", "и", "а")  # for derived near misses
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
+    """Lower-case words (ё→е), punctuation and digits dropped."""
     return re.findall(r"[^\W\d_]+", text.lower().replace("ё", "е"))
 
 
-def _count(text: str, phrase: str) -> int:
+def count(text: str, phrase: str) -> int:
     """How often the words of ``phrase`` occur, in order and adjacent, in ``text``."""
-    t, p = _words(text), _words(phrase)
+    t, p = words(text), words(phrase)
     return sum(t[i : i + len(p)] == p for i in range(len(t) - len(p) + 1)) if p else 0
 
 
-def _near_misses(config: SynthConfig) -> list[str]:
+def near_misses(phrase: str, extra: tuple[str, ...] = ()) -> list[str]:
     """Near-miss middles: curated for a known phrase, else each word alone and ending variants."""
-    words = _words(config.phrase)
-    candidates = list(DEFAULT_HARD_NEGATIVES.get(" ".join(words), ()))
+    said = words(phrase)
+    candidates = list(DEFAULT_HARD_NEGATIVES.get(" ".join(said), ()))
     if not candidates:
-        candidates += words if len(words) > 1 else []
-        for stem in (words[-1][:-1], words[-1][:-2]) if len(words[-1]) > 3 else ():
-            candidates += [" ".join(words[:-1] + [stem + ending]) for ending in ENDINGS]
-    candidates += config.hard_negatives
-    return list(dict.fromkeys(c.strip() for c in candidates if _words(c) and not _count(c, config.phrase)))
+        candidates += said if len(said) > 1 else []
+        for stem in (said[-1][:-1], said[-1][:-2]) if len(said[-1]) > 3 else ():
+            candidates += [" ".join(said[:-1] + [stem + ending]) for ending in ENDINGS]
+    candidates += list(extra)
+    return list(dict.fromkeys(c.strip() for c in candidates if words(c) and not count(c, phrase)))
 
 
-def _pick(rng: np.random.Generator, items: tuple | list) -> Any:
+def pick(rng: np.random.Generator, items: tuple | list) -> Any:
+    """One item, drawn uniformly."""
     return items[int(rng.integers(len(items)))]
 
 
@@ -78,33 +78,46 @@ def _split_template(template: str) -> tuple[str, str, str]:
     return ("alone", "end", "start", "middle")[bool(prefix) + 2 * bool(suffix)], prefix, suffix
 
 
-def _plan_text(config: SynthConfig, near: list[str], u: float, rng: np.random.Generator) -> dict[str, str]:
-    """The words of one clip: ``kind``, ``middle``, ``position``, ``prefix``, ``suffix`` and the full ``text``.
+@dataclass(frozen=True)
+class TextPlan:
+    """The words of one clip: the ``middle`` said in a carrier (``prefix`` … ``suffix``), and all of it."""
+
+    kind: str  # positive | hard_negative | negative
+    middle: str
+    position: str  # one of POSITIONS
+    prefix: str
+    suffix: str
+    text: str
+
+
+def plan_text(phrase: str, near: list[str], positive_fraction: float, hard_negative_fraction: float, u: float,
+              rng: np.random.Generator) -> TextPlan:
+    """Draw the words of one clip.
 
     ``u`` in [0, 1) picks the kind against the configured fractions; every other choice is drawn
     from ``rng``. A carrier that would add an occurrence of the phrase is redrawn (50 tries, then
     the middle is said alone).
     """
-    pf = config.positive_fraction
+    pf = positive_fraction
     if u < pf:
-        kind, middle = "positive", config.phrase
-    elif (u - pf) / (1.0 - pf) < config.hard_negative_fraction and near:
-        kind, middle = "hard_negative", _pick(rng, near)
+        kind, middle = "positive", phrase
+    elif (u - pf) / (1.0 - pf) < hard_negative_fraction and near:
+        kind, middle = "hard_negative", pick(rng, near)
     else:
-        kind, middle = "negative", _pick(rng, ORDINARY)
+        kind, middle = "negative", pick(rng, ORDINARY)
     for _ in range(50):  # a carrier must not add an occurrence of the phrase
         position = POSITIONS[int(rng.choice(len(POSITIONS), p=POSITION_WEIGHTS))]
-        template = _pick(rng, [t for t in TEMPLATES if _split_template(t)[0] == position])
+        template = pick(rng, [t for t in TEMPLATES if _split_template(t)[0] == position])
         _, prefix, suffix = _split_template(template)
         text = template.format(p=middle)
         if prefix and rng.random() < FILLER_PROB:
-            filler = _pick(rng, FILLERS_BEFORE)
+            filler = pick(rng, FILLERS_BEFORE)
             prefix, text = f"{filler}, {prefix}", f"{filler}, {text}"
         if suffix and rng.random() < FILLER_PROB:
-            filler = _pick(rng, FILLERS_AFTER)
+            filler = pick(rng, FILLERS_AFTER)
             suffix, text = f"{suffix}, {filler}", f"{text}, {filler}"
-        if _count(text, config.phrase) == int(kind == "positive"):
+        if count(text, phrase) == int(kind == "positive"):
             break
     else:
         position, prefix, suffix, text = "alone", "", "", middle
-    return {"kind": kind, "middle": middle, "position": position, "prefix": prefix, "suffix": suffix, "text": text}
+    return TextPlan(kind, middle, position, prefix, suffix, text)

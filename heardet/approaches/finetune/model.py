@@ -2,7 +2,7 @@
 
 The model is ``WhisperEncoder -> mean over the frames that hold audio -> Dropout -> Linear(d_model, 2)``.
 Stock Whisper pads every input to 30 s (3000 mel frames); here a batch is padded only to its
-longest clip, which makes a 5 s clip 6-9x cheaper (DESIGN.md, "Cost facts"). The stock
+longest clip, which makes a 5 s clip several times cheaper (`benchmarks/finetune_speed.py`). The stock
 ``WhisperEncoder.forward`` refuses such input, so :meth:`EncoderClassifier.encode` runs the
 encoder's own submodules with the positional embeddings sliced.
 
@@ -13,7 +13,7 @@ keys are masked in self-attention and only valid frames are pooled.
 Recordings longer than ``max_seconds`` are scored in overlapping windows
 (:func:`heardet.audio.iter_windows`); a clip's score is its best window's.
 
-Training and cross-validation live in :mod:`heardet.finetune`. This module imports torch;
+Training and cross-validation live in :mod:`heardet.approaches.finetune.train`. This module imports torch;
 ``import heardet`` does not import this module.
 """
 
@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from heardet.audio import iter_windows
+from heardet.devices import torch_device
 
 if TYPE_CHECKING:
     from transformers import WhisperFeatureExtractor
@@ -111,7 +112,7 @@ class EncoderClassifier(nn.Module):
         """Build from a Whisper checkpoint, with a freshly initialised head.
 
         Args:
-            name_or_bundle: a name or directory for :func:`heardet.whisper_hub.load_whisper`,
+            name_or_bundle: a name or directory for :func:`heardet.whisper.hub.load_whisper`,
                 a ``WhisperBundle``, or a loaded ``WhisperForConditionalGeneration``.
             dropout: dropout before the head.
             device: where to load a checkpoint given by name.
@@ -179,7 +180,9 @@ def masked_mean(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def _whisper_model(name_or_bundle: Any, device: str = "cpu") -> Any:
     """A ``WhisperForConditionalGeneration`` from a name, a bundle or the model itself."""
     if isinstance(name_or_bundle, str | Path):
-        from heardet.whisper_hub import load_whisper  # lazy: loading is heavy and optional
+        from heardet.whisper.hub import (
+            load_whisper,  # lazy: loading is heavy and optional
+        )
 
         return load_whisper(str(name_or_bundle), device=device).model
     if hasattr(name_or_bundle, "processor") and hasattr(name_or_bundle, "model"):  # WhisperBundle
@@ -194,10 +197,10 @@ def load_pretrained(name_or_bundle: Any, dropout: float = 0.2,
                     device: str = "cpu") -> tuple[EncoderClassifier, WhisperFeatureExtractor]:
     """An :class:`EncoderClassifier` and its feature extractor from one Whisper checkpoint.
 
-    This is the default ``encoder_factory`` of :mod:`heardet.finetune`.
+    This is the default ``encoder_factory`` of :mod:`heardet.approaches.finetune.train`.
     """
     if isinstance(name_or_bundle, str | Path):
-        from heardet.whisper_hub import load_whisper
+        from heardet.whisper.hub import load_whisper
 
         name_or_bundle = load_whisper(str(name_or_bundle), device=device)
     if not hasattr(name_or_bundle, "processor"):
@@ -363,9 +366,7 @@ def load_classifier(directory: str | Path, device: str = "cpu") -> LoadedClassif
     encoder = WhisperEncoder(WhisperConfig.from_dict(meta["encoder_config"]))
     model = EncoderClassifier(encoder, meta["dropout"])
     model.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(torch.device(device)).eval()
+    model.to(torch_device(device)).eval()
     feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root))
     return LoadedClassifier(model, feature_extractor, float(meta["threshold"]), float(meta["max_seconds"]), meta)
 

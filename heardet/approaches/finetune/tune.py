@@ -1,7 +1,7 @@
 """Hyperparameter search for the fine-tune (approach 3): Optuna over encoder lr, head lr and dropout.
 
 The objective of a trial is the fine-tune's cross-validated macro F1
-(:func:`heardet.finetune.cross_validate`), aggregated over folds as ``TuneConfig.metric`` says.
+(:func:`heardet.approaches.finetune.train.cross_validate`), aggregated over folds as ``TuneConfig.metric`` says.
 Every fold reports the aggregate so far, so the median pruner can stop a trial that is
 already worse than the median of earlier trials at the same fold.
 
@@ -19,21 +19,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import statistics
-import tempfile
 import time
 import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from heardet.config import is_int, is_number, is_text, one_of, setting, validate
 
 if TYPE_CHECKING:
     import optuna
 
-    from heardet.finetune import EncoderFactory, FinetuneConfig, LabelledAudio
+    from heardet.approaches.finetune.train import (
+        EncoderFactory,
+        FinetuneConfig,
+        LabelledAudio,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -72,53 +75,27 @@ class TuneConfig:
             :func:`default_storage`).
     """
 
-    encoder_lr_min: float = 1e-6
-    encoder_lr_max: float = 1e-4
-    head_lr_min: float = 1e-4
-    head_lr_max: float = 1e-2
-    dropout_min: float = 0.0
-    dropout_max: float = 0.5
-    n_trials: int = 10
-    timeout: float = 0.0
-    sampler_seed: int = 0
-    pruner: str = "median"
-    metric: str = "cv_macro_f1_mean"
-    study_name: str = "heardet-tune"
-    storage: str = ""
+    encoder_lr_min: float = setting(1e-6, "a number > 0 (log scale)", is_number(0, low_open=True))
+    encoder_lr_max: float = setting(1e-4, "a number > 0 (log scale)", is_number(0, low_open=True))
+    head_lr_min: float = setting(1e-4, "a number > 0 (log scale)", is_number(0, low_open=True))
+    head_lr_max: float = setting(1e-2, "a number > 0 (log scale)", is_number(0, low_open=True))
+    dropout_min: float = setting(0.0, "a number in [0, 1)", is_number(0, 1, high_open=True))
+    dropout_max: float = setting(0.5, "a number in [0, 1)", is_number(0, 1, high_open=True))
+    n_trials: int = setting(10, "an integer >= 1", is_int(1), "Trials this call adds to the study.")
+    timeout: float = setting(0.0, "seconds >= 0 (0 = no limit)", is_number(0), "Seconds; 0 = no limit.")
+    sampler_seed: int = setting(0, "an integer >= 0", is_int(0))
+    pruner: str = setting("median", " or ".join(map(repr, PRUNERS)), one_of(*PRUNERS))
+    metric: str = setting("cv_macro_f1_mean", " or ".join(map(repr, METRICS)), one_of(*METRICS))
+    study_name: str = setting("heardet-tune", "a non-empty name", is_text)
+    storage: str = setting("", "'' (optuna.db next to the MLflow store) or a database URL such as "
+                           "'sqlite:///optuna.db' or 'postgresql://user@host/db'",
+                           lambda v: isinstance(v, str) and (v == "" or "://" in v),
+                           "Optuna storage URL (default: optuna.db next to the MLflow store).")
 
     def __post_init__(self) -> None:
-        def is_num(v: Any) -> bool:
-            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def at_least(lo_name: str, low: bool) -> tuple[bool, str]:
-            lo, hi = getattr(self, lo_name), getattr(self, lo_name.replace("_min", "_max"))
-            ok = is_num(hi) and (not is_num(lo) or hi >= lo) and (hi < 1 if not low else hi > 0)
-            return ok, f"a number >= {lo_name} ({lo!r})" + (" and < 1" if not low else "")
-
-        checks = {
-            "encoder_lr_min": (is_num(self.encoder_lr_min) and self.encoder_lr_min > 0, "a number > 0 (log scale)"),
-            "encoder_lr_max": at_least("encoder_lr_min", True),
-            "head_lr_min": (is_num(self.head_lr_min) and self.head_lr_min > 0, "a number > 0 (log scale)"),
-            "head_lr_max": at_least("head_lr_min", True),
-            "dropout_min": (is_num(self.dropout_min) and 0 <= self.dropout_min < 1, "a number in [0, 1)"),
-            "dropout_max": at_least("dropout_min", False),
-            "n_trials": (is_int(self.n_trials) and self.n_trials >= 1, "an integer >= 1"),
-            "timeout": (is_num(self.timeout) and self.timeout >= 0, "seconds >= 0 (0 = no limit)"),
-            "sampler_seed": (is_int(self.sampler_seed) and self.sampler_seed >= 0, "an integer >= 0"),
-            "pruner": (self.pruner in PRUNERS, " or ".join(map(repr, PRUNERS))),
-            "metric": (self.metric in METRICS, " or ".join(map(repr, METRICS))),
-            "study_name": (isinstance(self.study_name, str) and bool(self.study_name.strip()), "a non-empty name"),
-            "storage": (isinstance(self.storage, str) and (self.storage == "" or "://" in self.storage),
-                        "'' (optuna.db next to the MLflow store) or a database URL such as "
-                        "'sqlite:///optuna.db' or 'postgresql://user@host/db'"),
-        }
-        for f in dataclasses.fields(self):
-            ok, allowed = checks[f.name]
-            if not ok:
-                raise ValueError(f"TuneConfig.{f.name}={getattr(self, f.name)!r} is invalid; allowed: {allowed}")
+        validate(self, {f"{name}_max": (getattr(self, f"{name}_max") >= getattr(self, f"{name}_min"),
+                                        f"a number >= {name}_min ({getattr(self, f'{name}_min')!r})")
+                        for name in ("encoder_lr", "head_lr", "dropout")})
 
     def search_space(self) -> dict[str, tuple[float, float, bool]]:
         """``{param: (low, high, log)}`` for the three sampled fine-tune parameters."""
@@ -220,12 +197,12 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
     trial. Summarise the result on the parent with :func:`log_result`.
 
     Args:
-        examples: the labelled clips, loaded once (:func:`heardet.finetune.prepare_examples`).
+        examples: the labelled clips, loaded once (:func:`heardet.approaches.finetune.train.prepare_examples`).
         config: the search.
         base: the fine-tune settings every trial shares; its ``encoder_lr``, ``head_lr`` and
             ``dropout`` are replaced by the sampled values.
         data_name: logged as each trial's ``data`` parameter.
-        encoder_factory: as for :func:`heardet.finetune.cross_validate`; default loads
+        encoder_factory: as for :func:`heardet.approaches.finetune.train.cross_validate`; default loads
             ``base.model`` once and hands every trial a fresh copy.
         progress: show tqdm bars (trials, folds, steps).
 
@@ -258,8 +235,8 @@ def _cached_factory() -> EncoderFactory:
     bundles: dict[str, Any] = {}
 
     def factory(name: str, dropout: float):
-        from heardet.encoder_clf import load_pretrained
-        from heardet.whisper_hub import load_whisper
+        from heardet.approaches.finetune.model import load_pretrained
+        from heardet.whisper.hub import load_whisper
 
         if name not in bundles:
             bundles[name] = load_whisper(name)
@@ -277,7 +254,9 @@ def _objective(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig
         import mlflow
         import optuna
 
-        from heardet import finetune  # looked up per call, so a test can replace cross_validate
+        from heardet.approaches.finetune import (
+            train,  # looked up per call, so a test can replace cross_validate
+        )
 
         numbers.append(trial.number)
         sampled = {name: trial.suggest_float(name, lo, hi, log=log)
@@ -304,9 +283,8 @@ def _objective(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig
                     raise optuna.TrialPruned(f"{config.metric} {aggregate(f1):.4f} after fold {fold} is below "
                                              "the median of earlier trials")
 
-            cv = finetune.cross_validate(list(examples.audios), examples.labels, list(examples.bounds),
-                                         config=ft_config, encoder_factory=encoder_factory, progress=progress,
-                                         on_step=on_step, on_fold=on_fold)
+            cv = train.cross_validate(examples, config=ft_config, encoder_factory=encoder_factory,
+                                      progress=progress, on_step=on_step, on_fold=on_fold).result
             value = float(aggregate(cv.fold_f1))
             mlflow.log_metrics({**{name: float(fn(cv.fold_f1)) for name, fn in METRICS.items()},
                                 "cv_macro_f1_std": cv.std_f1, "cv_threshold": cv.threshold})
@@ -355,7 +333,7 @@ def log_result(result: TuneResult, config: TuneConfig) -> None:
     """
     import mlflow
 
-    from heardet.tracking import log_params
+    from heardet.mlops.tracking import log_params
 
     study = result.study
     mlflow.set_tags({"optuna_study": study.study_name, "optuna_storage": result.storage})
@@ -374,10 +352,9 @@ def log_result(result: TuneResult, config: TuneConfig) -> None:
             _mark_best_run(study, result.best_run_id)
         logger.info("best trial %d: %s=%.4f with %s", best.number, config.metric, best.value,
                     ", ".join(f"{k}={v:.3g}" for k, v in best.params.items()))
-    with tempfile.TemporaryDirectory() as tmp:
-        paths, notes = plot_study(study, Path(tmp))
-        for path in paths:
-            mlflow.log_artifact(str(path), "plots")
+    figures, notes = study_figures(study, config.metric)
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, f"plots/{name}.png")
     if notes:
         mlflow.set_tag("plots_skipped", "; ".join(notes))
         for note in notes:
@@ -399,46 +376,43 @@ def _mark_best_run(study: optuna.Study, run_id: str) -> None:
     study.set_user_attr("best_trial_run_id", run_id)
 
 
-def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Optuna's optimisation history, parameter importances and intermediate values as PNGs.
+def study_figures(study: optuna.Study, metric: str) -> tuple[dict[str, Any], list[str]]:
+    """The optimisation history, parameter importances and intermediate values of ``study``.
 
     Returns:
-        The PNG paths, and a note for every plot skipped (too few trials, or it failed).
+        ``{name: Figure}``, and a note for every figure skipped (too few trials, or it failed).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna
-    from optuna.visualization import matplotlib as views
 
-    complete = sum(t.state.name == "COMPLETE" for t in study.trials)
-    reported = sum(bool(t.intermediate_values) for t in study.trials)
-    plots = {  # name: (function, enough trials?, what it needs)
-        "optimization_history": (views.plot_optimization_history, complete >= 1, ">= 1 complete trial"),
-        "param_importances": (views.plot_param_importances, complete >= 2, ">= 2 complete trials"),
-        "intermediate_values": (views.plot_intermediate_values, reported >= 1, ">= 1 trial with fold values"),
+    from heardet.mlops import plots
+
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    curves = {t.number: dict(t.intermediate_values) for t in study.trials if t.intermediate_values}
+
+    def importance():
+        with warnings.catch_warnings():  # "importances will be equal" with few or constant trials
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return plots.importances(optuna.importance.get_param_importances(study))
+
+    makers = {  # name: (make, enough trials?, what it needs)
+        "optimization_history": (lambda: plots.optimization_history([t.number for t in complete],
+                                                                     [t.value for t in complete], metric),
+                                 len(complete) >= 1, ">= 1 complete trial"),
+        "param_importances": (importance, len(complete) >= 2, ">= 2 complete trials"),
+        "intermediate_values": (lambda: plots.intermediate_values(curves), len(curves) >= 1,
+                                ">= 1 trial with fold values"),
     }
-    paths, notes = [], []
-    for name, (plot, enough, needs) in plots.items():
+    figures, notes = {}, []
+    for name, (make, enough, needs) in makers.items():
         if not enough:
-            notes.append(f"{name} needs {needs} (the study has {complete} complete)")
+            notes.append(f"{name} needs {needs} (the study has {len(complete)} complete)")
             continue
         try:
-            with warnings.catch_warnings():
-                # Experimental-API notices, and "importances will be equal" with few trials.
-                warnings.simplefilter("ignore", UserWarning)
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                ax = plot(study)
-            fig = ax.figure
-            fig.set_size_inches(7, 4.5)
-            fig.tight_layout()
-            paths.append(out_dir / f"{name}.png")
-            fig.savefig(paths[-1], dpi=120)
-            plt.close(fig)
+            figures[name] = make()
         except Exception as exc:  # a plot never fails the search (e.g. importances of constant params)
             notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
-    return paths, notes
+    return figures, notes
 
 
 def best_params(run_id: str) -> dict[str, float]:

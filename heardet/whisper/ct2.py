@@ -10,25 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 import struct
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from heardet.files import atomic_dir
+
 logger = logging.getLogger(__name__)
 
 CT2_FORMAT_VERSION = 6
 CONVERTER_VERSION = 1  # bump when the conversion output changes: cached conversions are redone
-_MARKER = "heardet_conversion.json"  # the stamp heardet leaves in a directory it built (read by whisper_hub)
+MARKER_FILE = "heardet_conversion.json"  # the stamp heardet leaves in a directory it built (read by heardet.whisper.hub)
 # CTranslate2 dtype ids -> numpy dtypes (5 = bfloat16, read as uint16 and widened to float32).
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}
 
@@ -93,13 +89,13 @@ def read_ct2(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str], d
     return variables, aliases, info
 
 
-def _is_ct2_dir(path: Path) -> bool:
+def is_ct2_dir(path: Path) -> bool:
     """A directory with a model.bin and no Hugging Face config (which would name its model_type)."""
     config = path / "config.json"
     return (path / "model.bin").is_file() and not (config.is_file() and '"model_type"' in config.read_text())
 
 
-# CT2 -> HF names inside one layer (DESIGN.md): (HF suffix, CT2 suffix, how). "qkv"/"kv" are
+# CT2 -> HF names inside one layer (docs/architecture.md, "Whisper conversion"): (HF suffix, CT2 suffix, how). "qkv"/"kv" are
 # projections stacked on rows; HF's k_proj has no bias (CT2 stores zeros; a key bias would add
 # the same q.b_k to every score of a query, which softmax ignores).
 _SELF_ATTN_FFN = (("self_attn", "self_attention/linear_0", "qkv"),
@@ -195,11 +191,16 @@ def convert_ct2_to_hf(ct2_dir: str | Path, out_dir: str | Path) -> Path:
         ValueError: the model is not a float CTranslate2 Whisper.
     """
     import torch
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor)
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
 
     ct2_dir, out_dir = Path(ct2_dir), Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / _MARKER).is_file():
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER_FILE).is_file():
         raise FileExistsError(f"{out_dir} exists and is not a heardet conversion; choose an empty or new directory")
     started = time.perf_counter()
     variables, aliases, info = read_ct2(ct2_dir)
@@ -260,31 +261,15 @@ def convert_ct2_to_hf(ct2_dir: str | Path, out_dir: str | Path) -> Path:
     extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins,
                                         chunk_length=int(chunk) if chunk.is_integer() else 30)
     processor = WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer)
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(json.dumps(_conversion_stamp(ct2_dir)))
+        (tmp / MARKER_FILE).write_text(json.dumps(conversion_stamp(ct2_dir)))
     logger.info("Converted %s to Hugging Face format in %s (%.1f s)", ct2_dir, out_dir, time.perf_counter() - started)
     return out_dir
 
 
-def _conversion_stamp(ct2_dir: Path) -> dict[str, Any]:
+def conversion_stamp(ct2_dir: Path) -> dict[str, Any]:
     stat = (ct2_dir / "model.bin").stat()
     return {"converter_version": CONVERTER_VERSION, "source": str(ct2_dir.resolve()), "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns}
-
-
-@contextmanager
-def _atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a fresh temporary sibling of ``final``; on success it replaces ``final``."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():  # a stale copy: move it aside first, rename cannot replace a directory
-            os.rename(final, old := final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}"))
-            shutil.rmtree(old, ignore_errors=True)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

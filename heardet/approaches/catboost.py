@@ -1,4 +1,4 @@
-"""Approach 2: CatBoost on the transcript text (``text_features=['text']``), k-fold."""
+"""Approach 2: CatBoost on the transcript text (``text_features=['text']``), k-fold, and its pyfunc."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from heardet.approaches.rule import normalize
+from heardet.approaches.transcribed import TranscribingModel
+from heardet.config import is_int, is_number, one_of, setting, validate
 from heardet.cv import CVResult, best_threshold, stratified_folds
 from heardet.metrics import score
-from heardet.rules import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +38,18 @@ class CatBoostConfig:
         thread_count: CPU threads (-1: all).
     """
 
-    n_folds: int = 5
-    iterations: int = 10_000
-    eval_metric: str = "Accuracy"
-    early_stopping_rounds: int = 300
-    learning_rate: float | None = None
-    depth: int = 6
-    seed: int = 42
-    thread_count: int = -1
+    n_folds: int = setting(5, "an integer >= 2", is_int(2))
+    iterations: int = setting(10_000, "an integer >= 1", is_int(1))
+    eval_metric: str = setting("Accuracy", " or ".join(EVAL_METRICS), one_of(*EVAL_METRICS))
+    early_stopping_rounds: int = setting(300, "an integer >= 1", is_int(1))
+    learning_rate: float | None = setting(None, "None (CatBoost chooses) or a number in (0, 1]",
+                                          lambda v: v is None or is_number(0, 1, low_open=True)(v))
+    depth: int = setting(6, "an integer in [1, 16]", lambda v: is_int(1)(v) and v <= 16)
+    seed: int = setting(42, "an integer >= 0", is_int(0))
+    thread_count: int = setting(-1, "-1 (all cores) or an integer >= 1", lambda v: is_int(-1)(v) and v != 0)
 
     def __post_init__(self) -> None:
-        if self.eval_metric not in EVAL_METRICS:
-            raise ValueError(f"eval_metric must be one of {EVAL_METRICS}, got {self.eval_metric!r}")
-        for name in ("n_folds", "iterations", "early_stopping_rounds", "depth"):
-            if getattr(self, name) < (2 if name == "n_folds" else 1):
-                raise ValueError(f"{name} must be positive (n_folds >= 2), got {getattr(self, name)}")
-        if self.learning_rate is not None and not 0 < self.learning_rate <= 1:
-            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
+        validate(self)
 
 
 START, END = "_start_", "_end_"  # sentence bounds: every text has a bigram, even an empty one
@@ -129,3 +126,25 @@ def predict_proba(model, texts: Sequence[str]) -> np.ndarray:
     if len(texts) == 0:
         return np.zeros(0)
     return model.predict_proba(text_frame(texts))[:, 1]
+
+
+class CatBoostTextModel(TranscribingModel):
+    """Approach 2's pyfunc: Whisper transcript + CatBoost text classifier (artifact ``catboost``)."""
+
+    _loaded = ("_transcriber", "_classifier")
+
+    def __init__(self, asr_model: str, backend: str, options: dict, threshold: float = 0.5):
+        super().__init__(asr_model, backend, options)
+        self.threshold = threshold
+        self._classifier = None
+
+    def load_context(self, context) -> None:
+        from catboost import CatBoostClassifier
+
+        super().load_context(context)
+        self._classifier = CatBoostClassifier()
+        self._classifier.load_model(context.artifacts["catboost"])
+
+    def decide(self, texts: list[str]) -> list[tuple[int, float]]:
+        probs = predict_proba(self._classifier, texts)
+        return [(int(p >= self.threshold), float(p)) for p in probs]

@@ -12,10 +12,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from heardet.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +78,7 @@ class TranscriptCache:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"version": FORMAT_VERSION, "checksum": _payload_checksum(payload), "payload": payload}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(entry, fh, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, json.dumps(entry, ensure_ascii=False))
 
 
 def dataclass_payload(obj: Any) -> dict[str, Any]:

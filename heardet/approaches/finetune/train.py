@@ -1,7 +1,7 @@
 """Fine-tune the Whisper encoder classifier (approach 3): stratified k-fold CV, then the final fit.
 
 Each fold starts from the same pretrained weights (a deep copy of one base model), trains on
-content-sized batches (:mod:`heardet.encoder_clf`) with Adam in two parameter groups (encoder,
+content-sized batches (:mod:`heardet.approaches.finetune.model`) with Adam in two parameter groups (encoder,
 head) and cross-entropy, and scores its held-out clips the way inference does: whole when they
 fit ``max_seconds``, else in overlapping windows, best window wins. The out-of-fold scores pick
 the decision threshold (max macro F1).
@@ -15,21 +15,39 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from heardet.approaches.finetune.model import (
+    EncoderClassifier,
+    autocast,
+    collate,
+    load_pretrained,
+    log_mel,
+    predict_audio,
+    save_classifier,
+)
 from heardet.audio import SAMPLE_RATE, AudioError, load_audio
+from heardet.config import (
+    is_bool,
+    is_int,
+    is_number,
+    is_text,
+    one_of,
+    setting,
+    validate,
+)
 from heardet.cv import CVResult, best_threshold, stratified_folds
 from heardet.data import Bounds, Clip
-from heardet.encoder_clf import (EncoderClassifier, autocast, collate, load_pretrained, log_mel, predict_audio,
-                                 save_classifier)
+from heardet.devices import is_device, torch_device
 from heardet.metrics import Scores, score
 
 if TYPE_CHECKING:
@@ -73,83 +91,83 @@ class FinetuneConfig:
         eval_batch_size: windows per forward pass when scoring.
     """
 
-    model: str = "whisper-base"
-    n_folds: int = 5
-    epochs: int = 1
-    batch_size: int = 4
-    encoder_lr: float = 1e-5
-    head_lr: float = 3e-4
-    dropout: float = 0.2
-    max_seconds: float = 10.0
-    freeze_encoder_steps: int = 0
-    grad_clip: float = 1.0
-    augment: bool = False
-    seed: int = 42
-    device: str = "auto"
-    max_train_clips: int = 0
-    refit: str = "all"
-    eval_batch_size: int = 8
+    model: str = setting("whisper-base", "a non-empty name or path", is_text,
+                         "Whisper name, Hugging Face id or local directory")
+    n_folds: int = setting(5, "an integer >= 2", is_int(2))
+    epochs: int = setting(1, "an integer >= 1", is_int(1))
+    batch_size: int = setting(4, "an integer >= 1", is_int(1))
+    encoder_lr: float = setting(1e-5, "a number >= 0", is_number(0))
+    head_lr: float = setting(3e-4, "a number > 0", is_number(0, low_open=True))
+    dropout: float = setting(0.2, "a number in [0, 1)", is_number(0, 1, high_open=True))
+    max_seconds: float = setting(10.0, "seconds in [0.1, 30]", is_number(0.1, 30))
+    freeze_encoder_steps: int = setting(0, "an integer >= 0", is_int(0))
+    grad_clip: float = setting(1.0, "a number >= 0 (0 = off)", is_number(0))
+    augment: bool = setting(False, "True or False", is_bool)
+    seed: int = setting(42, "an integer >= 0", is_int(0))
+    device: str = setting("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", is_device)
+    max_train_clips: int = setting(0, "an integer >= 0 (0 = all clips)", is_int(0))
+    refit: str = setting("all", " or ".join(repr(m) for m in REFIT_MODES), one_of(*REFIT_MODES))
+    eval_batch_size: int = setting(8, "an integer >= 1", is_int(1))
 
     def __post_init__(self) -> None:
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, int | float | np.number) and not isinstance(v, bool) and math.isfinite(v)
-
-        checks = {
-            "model": (isinstance(self.model, str) and bool(self.model.strip()), "a non-empty name or path"),
-            "n_folds": (is_int(self.n_folds) and self.n_folds >= 2, "an integer >= 2"),
-            "epochs": (is_int(self.epochs) and self.epochs >= 1, "an integer >= 1"),
-            "batch_size": (is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
-            "encoder_lr": (is_num(self.encoder_lr) and self.encoder_lr >= 0, "a number >= 0"),
-            "head_lr": (is_num(self.head_lr) and self.head_lr > 0, "a number > 0"),
-            "dropout": (is_num(self.dropout) and 0 <= self.dropout < 1, "a number in [0, 1)"),
-            "max_seconds": (is_num(self.max_seconds) and 0.1 <= self.max_seconds <= 30, "seconds in [0.1, 30]"),
-            "freeze_encoder_steps": (is_int(self.freeze_encoder_steps) and self.freeze_encoder_steps >= 0,
-                                     "an integer >= 0"),
-            "grad_clip": (is_num(self.grad_clip) and self.grad_clip >= 0, "a number >= 0 (0 = off)"),
-            "augment": (isinstance(self.augment, bool), "True or False"),
-            "seed": (is_int(self.seed) and self.seed >= 0, "an integer >= 0"),
-            "device": (isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda")
-                                                         or self.device.startswith("cuda:")),
-                       "'auto', 'cpu', 'cuda' or 'cuda:N'"),
-            "max_train_clips": (is_int(self.max_train_clips) and self.max_train_clips >= 0,
-                                "an integer >= 0 (0 = all clips)"),
-            "refit": (self.refit in REFIT_MODES, " or ".join(repr(m) for m in REFIT_MODES)),
-            "eval_batch_size": (is_int(self.eval_batch_size) and self.eval_batch_size >= 1, "an integer >= 1"),
-        }
-        for f in fields(self):
-            ok, allowed = checks[f.name]
-            if not ok:
-                raise ValueError(f"FinetuneConfig.{f.name}={getattr(self, f.name)!r} is invalid; allowed: {allowed}")
+        validate(self)
 
     def torch_device(self) -> torch.device:
-        """The device to train on; ``auto`` picks CUDA when there is one.
+        """The device to train on (see :func:`heardet.devices.torch_device`)."""
+        return torch_device(self.device)
 
-        Raises:
-            ValueError: CUDA was asked for but is not available.
-        """
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"FinetuneConfig.device={self.device!r} but CUDA is not available; "
-                             "allowed here: 'auto' or 'cpu'")
-        return torch.device(self.device)
+
+def model_slug(model: str) -> str:
+    """A name for files and registered models: ``whisper-base`` → ``whisper-base``;
+    ``openai/whisper-small`` → ``openai-whisper-small``; a local directory → its name."""
+    name = Path(model).name if Path(model).exists() else model
+    return re.sub(r"[^0-9A-Za-z.-]+", "-", name).strip("-").lower()
 
 
 @dataclass(frozen=True)
 class LabelledAudio:
-    """Training clips in memory: ``ids[i]`` names ``audios[i]`` (label ``labels[i]``, phrase ``bounds[i]``)."""
+    """Training clips in memory: ``ids[i]`` names ``audios[i]`` (label ``labels[i]``, phrase ``bounds[i]``).
+
+    Build it from clips on disk with :func:`prepare_examples`, or from arrays with :meth:`from_arrays`.
+    """
 
     ids: tuple[str, ...]
     audios: tuple[np.ndarray, ...]
     labels: np.ndarray
     bounds: tuple[Bounds, ...]
 
+    def __post_init__(self) -> None:
+        sizes = {"ids": len(self.ids), "audios": len(self.audios), "labels": len(self.labels),
+                 "bounds": len(self.bounds)}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"LabelledAudio needs one id, array, label and bounds per clip; got {sizes}")
+        if not set(np.unique(self.labels).tolist()) <= {0, 1}:
+            raise ValueError(f"labels must be 0 or 1, found {sorted(set(np.unique(self.labels).tolist()))}")
+        if len(self.ids) < 2:
+            raise ValueError(f"need at least 2 labelled clips, got {len(self.ids)}")
+
+    @classmethod
+    def from_arrays(cls, audios: Sequence[np.ndarray], labels: Sequence[int],
+                    bounds: Sequence[Bounds] | None = None) -> LabelledAudio:
+        """Mono float32 arrays at ``SAMPLE_RATE`` with a 0/1 label each (and phrase bounds, optional)."""
+        bounds = list(bounds) if bounds is not None else [()] * len(audios)
+        return cls(tuple(str(i) for i in range(len(audios))), tuple(np.asarray(a, dtype=np.float32) for a in audios),
+                   np.asarray(list(labels), dtype=int), tuple(tuple(b) for b in bounds))
+
     def subset(self, rows: Sequence[int]) -> LabelledAudio:
         return LabelledAudio(tuple(self.ids[i] for i in rows), tuple(self.audios[i] for i in rows),
                              self.labels[np.asarray(rows, dtype=int)], tuple(self.bounds[i] for i in rows))
+
+    def subsample(self, max_clips: int, seed: int) -> LabelledAudio:
+        """A stratified subsample of ``max_clips`` clips (all of them when 0 or more than there are)."""
+        if not 0 < max_clips < len(self.ids):
+            return self
+        from sklearn.model_selection import train_test_split
+
+        rows, _ = train_test_split(np.arange(len(self.ids)), train_size=max_clips, stratify=self.labels,
+                                   random_state=seed)
+        logger.info("Using a stratified subsample of %d of %d clips", max_clips, len(self.ids))
+        return self.subset(np.sort(rows))
 
 
 @dataclass
@@ -157,7 +175,7 @@ class FittedClassifier:
     """A trained classifier and what is needed to use and save it.
 
     Attributes:
-        model: the trained :class:`~heardet.encoder_clf.EncoderClassifier`.
+        model: the trained :class:`~heardet.approaches.finetune.model.EncoderClassifier`.
         feature_extractor: the checkpoint's ``WhisperFeatureExtractor``.
         threshold: decision threshold on the score.
         fold: the fold it came from (``refit="best_fold"``), or None when trained on all clips.
@@ -173,60 +191,36 @@ class FittedClassifier:
     seconds: float
 
     def save(self, out_dir: str | Path, config: FinetuneConfig) -> Path:
-        """:func:`heardet.encoder_clf.save_classifier` of this model."""
+        """:func:`heardet.approaches.finetune.model.save_classifier` of this model."""
         return save_classifier(self.model, self.feature_extractor, config, self.threshold, out_dir)
 
 
-def prepare_examples(data: Sequence[Clip] | Sequence[np.ndarray], labels: Sequence[int] | None = None,
-                     bounds: Sequence[Bounds] | None = None, max_clips: int = 0, seed: int = 42,
+def prepare_examples(clips: Sequence[Clip], max_clips: int = 0, seed: int = 42,
                      progress: bool = True) -> LabelledAudio:
-    """Labelled audio from clips (loaded from disk) or from arrays with ``labels``.
+    """Load labelled clips from disk.
 
     Unreadable clips are skipped with a warning that names them. With ``max_clips`` > 0 a
     stratified subsample of that many clips is kept.
 
     Raises:
-        ValueError: labels missing or not 0/1, lengths disagree, or fewer than 2 clips remain.
+        ValueError: a clip without a 0/1 label, or fewer than 2 clips remain.
     """
-    if len(data) and isinstance(data[0], Clip):
-        missing = [c.id for c in data if c.label is None]
-        if missing:
-            more = " ..." if len(missing) > 5 else ""
-            raise ValueError(f"training clips need labels (0/1); unlabelled: {missing[:5]}{more}")
-        ids, audios, ys, bs, failed = [], [], [], [], []
-        for clip in tqdm(data, desc="loading clips", unit="clip", disable=not progress):
-            try:
-                audios.append(load_audio(clip.path))
-            except AudioError as exc:
-                failed.append(str(exc))
-                continue
-            ids.append(clip.id)
-            ys.append(clip.label)
-            bs.append(clip.bounds)
-        if failed:
-            logger.warning("Skipped %d unreadable training clips: %s", len(failed), "; ".join(failed[:10]))
-    else:
-        if labels is None or len(labels) != len(data):
-            raise ValueError(f"{len(data)} audio arrays need as many labels, got "
-                             f"{'none' if labels is None else len(labels)}")
-        ids = [str(i) for i in range(len(data))]
-        audios = [np.asarray(a, dtype=np.float32) for a in data]
-        ys, bs = list(labels), list(bounds) if bounds is not None else [()] * len(data)
-        if len(bs) != len(data):
-            raise ValueError(f"{len(data)} audio arrays but {len(bs)} bounds")
-    y = np.asarray(ys, dtype=int)
-    if not set(np.unique(y)) <= {0, 1}:
-        raise ValueError(f"labels must be 0 or 1, found {sorted(set(np.unique(y).tolist()))}")
-    examples = LabelledAudio(tuple(ids), tuple(audios), y, tuple(tuple(b) for b in bs))
-    if 0 < max_clips < len(examples.ids):
-        from sklearn.model_selection import train_test_split
-
-        rows, _ = train_test_split(np.arange(len(y)), train_size=max_clips, stratify=y, random_state=seed)
-        examples = examples.subset(np.sort(rows))
-        logger.info("Using a stratified subsample of %d of %d clips", max_clips, len(y))
-    if len(examples.ids) < 2:
-        raise ValueError(f"need at least 2 labelled clips, got {len(examples.ids)}")
-    return examples
+    missing = [c.id for c in clips if c.label is None]
+    if missing:
+        more = " ..." if len(missing) > 5 else ""
+        raise ValueError(f"training clips need labels (0/1); unlabelled: {missing[:5]}{more}")
+    loaded, failed = [], []
+    for clip in tqdm(clips, desc="loading clips", unit="clip", disable=not progress):
+        try:
+            loaded.append((clip, load_audio(clip.path)))
+        except AudioError as exc:
+            failed.append(str(exc))
+    if failed:
+        logger.warning("Skipped %d unreadable training clips: %s", len(failed), "; ".join(failed[:10]))
+    examples = LabelledAudio(tuple(c.id for c, _ in loaded), tuple(a for _, a in loaded),
+                             np.asarray([c.label for c, _ in loaded], dtype=int),
+                             tuple(tuple(c.bounds) for c, _ in loaded))
+    return examples.subsample(max_clips, seed)
 
 
 def training_crop(audio: np.ndarray, label: int, bounds: Bounds, max_seconds: float,
@@ -341,32 +335,35 @@ def _base_model(config: FinetuneConfig,
     return model.cpu(), feature_extractor
 
 
-def cross_validate(data: Sequence[Clip] | Sequence[np.ndarray], labels: Sequence[int] | None = None,
-                   bounds: Sequence[Bounds] | None = None, config: FinetuneConfig | None = None,
+@dataclass
+class FinetuneCV:
+    """The cross-validation, and with ``refit="best_fold"`` the best fold's trained model."""
+
+    result: CVResult
+    best_fold_model: FittedClassifier | None = None
+
+
+def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None,
                    encoder_factory: EncoderFactory | None = None, progress: bool = True,
-                   on_step: StepCallback | None = None, on_fold: FoldCallback | None = None) -> CVResult:
+                   on_step: StepCallback | None = None, on_fold: FoldCallback | None = None) -> FinetuneCV:
     """Stratified k-fold fine-tuning; each fold starts from the same pretrained weights.
 
     Args:
-        data: :class:`~heardet.data.Clip` objects (loaded here), or 1-D float32 arrays at
-            ``SAMPLE_RATE`` together with ``labels`` (and optionally ``bounds``).
-        labels: 0/1 per array (ignored for clips).
-        bounds: phrase bounds ``((start_s, end_s), ...)`` per array (ignored for clips).
+        examples: the labelled clips (``config.max_train_clips`` subsamples them).
         config: the run's settings (default :class:`FinetuneConfig`).
         encoder_factory: ``(model_name, dropout) -> (EncoderClassifier, WhisperFeatureExtractor)``;
-            default :func:`heardet.encoder_clf.load_pretrained`. Called once.
+            default :func:`heardet.approaches.finetune.model.load_pretrained`. Called once.
         progress: show tqdm bars.
         on_step: ``on_step(fold, step, loss)`` after every training step.
         on_fold: ``on_fold(fold, val_loss, scores)`` after every fold (scores at threshold 0.5).
 
     Returns:
-        :class:`~heardet.cv.CVResult` with out-of-fold scores and the threshold chosen on them.
+        The :class:`~heardet.cv.CVResult` (out-of-fold scores, the threshold chosen on them;
         ``extra`` holds per-fold ``seconds``, ``val_loss`` and ``steps``, the ``ids`` of the
-        out-of-fold rows, and with ``refit="best_fold"`` also ``best_fold`` and ``model``
-        (a one-element list holding the :class:`FittedClassifier`).
+        out-of-fold rows and, with ``refit="best_fold"``, ``best_fold``) and the best fold's model.
     """
     config = config or FinetuneConfig()
-    examples = prepare_examples(data, labels, bounds, config.max_train_clips, config.seed, progress)
+    examples = examples.subsample(config.max_train_clips, config.seed)
     folds = stratified_folds(examples.labels, config.n_folds, config.seed)
     base, feature_extractor = _base_model(config, encoder_factory)
     oof = np.zeros(len(examples.ids))
@@ -395,43 +392,43 @@ def cross_validate(data: Sequence[Clip] | Sequence[np.ndarray], labels: Sequence
         else:
             del model
     threshold = best_threshold(examples.labels, oof)
+    best_model = None
     if best is not None:
         _, fold, model, steps, seconds = best
         extra["best_fold"] = [fold]
-        extra["model"] = [FittedClassifier(model, feature_extractor, threshold, fold, steps, seconds)]
-    return CVResult(tuple(fold_scores), oof, threshold, extra)
+        best_model = FittedClassifier(model, feature_extractor, threshold, fold, steps, seconds)
+    return FinetuneCV(CVResult(tuple(fold_scores), oof, threshold, extra), best_model)
 
 
-def fit(data: Sequence[Clip] | Sequence[np.ndarray], labels: Sequence[int] | None = None,
-        bounds: Sequence[Bounds] | None = None, config: FinetuneConfig | None = None,
-        encoder_factory: EncoderFactory | None = None, cv_result: CVResult | None = None,
+def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
+        encoder_factory: EncoderFactory | None = None, cv: FinetuneCV | None = None,
         threshold: float | None = None, progress: bool = True,
         on_step: StepCallback | None = None) -> FittedClassifier:
     """The final model: trained on every labelled clip (``refit="all"``) or the CV's best fold.
 
     Args:
-        data, labels, bounds, config, encoder_factory, progress, on_step: as for
-            :func:`cross_validate` (``on_step`` gets ``fold=None``).
-        cv_result: the cross-validation of the same data; supplies the threshold, and the
-            model itself when ``config.refit == "best_fold"``.
-        threshold: decision threshold (default: ``cv_result.threshold``, else 0.5).
+        examples, config, encoder_factory, progress, on_step: as for :func:`cross_validate`
+            (``on_step`` gets ``fold=None``).
+        cv: the cross-validation of the same clips; supplies the threshold, and the model
+            itself when ``config.refit == "best_fold"``.
+        threshold: decision threshold (default: the CV's, else 0.5).
 
     Raises:
-        ValueError: ``refit="best_fold"`` without a ``cv_result`` from :func:`cross_validate`
-            run with that setting.
+        ValueError: ``refit="best_fold"`` without a ``cv`` from :func:`cross_validate` run with
+            that setting.
     """
     config = config or FinetuneConfig()
     if config.refit == "best_fold":
-        if cv_result is None or "model" not in cv_result.extra:
+        if cv is None or cv.best_fold_model is None:
             raise ValueError("FinetuneConfig.refit='best_fold' takes the model from cross_validate(); "
-                             "pass cv_result=cross_validate(..., config) run with refit='best_fold'")
-        fitted = cv_result.extra["model"][0]
+                             "pass cv=cross_validate(examples, config) run with refit='best_fold'")
+        fitted = cv.best_fold_model
         if threshold is not None:
             fitted.threshold = float(threshold)
         return fitted
     if threshold is None:
-        threshold = cv_result.threshold if cv_result is not None else 0.5
-    examples = prepare_examples(data, labels, bounds, config.max_train_clips, config.seed, progress)
+        threshold = cv.result.threshold if cv is not None else 0.5
+    examples = examples.subsample(config.max_train_clips, config.seed)
     started = time.perf_counter()
     model, feature_extractor = _base_model(config, encoder_factory)
     steps = train_model(model, feature_extractor, examples, config, None, progress, on_step)

@@ -66,7 +66,7 @@ def promote(name: str, version: str | int, data: str | Path | None = None, force
     """
     from mlflow import MlflowClient
 
-    from heardet.scoring import evaluate_dir, load_model
+    from heardet.mlops.scoring import evaluate_dir, load_model
 
     client = MlflowClient()
     version = str(version)

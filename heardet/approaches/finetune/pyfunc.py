@@ -1,0 +1,53 @@
+"""Approach 3's pyfunc: the fine-tuned encoder classifier behind the contract."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from heardet.approaches.finetune.model import load_classifier
+from heardet.audio import AudioError, load_audio
+from heardet.mlops.contract import (
+    ContractModel,
+    Prediction,
+    sources_from_frame,
+    to_frame,
+)
+
+
+class FinetuneModel(ContractModel):
+    """Approach 3: the fine-tuned Whisper encoder classifier (artifact ``classifier``).
+
+    Adds ``window_start_s`` / ``window_end_s``: where in the recording the best window lies.
+    """
+
+    WINDOW_COLUMNS = ("window_start_s", "window_end_s")
+    _loaded = ("_classifier",)
+
+    def __init__(self, batch_size: int = 8):
+        self.batch_size = batch_size
+        self._classifier = None
+
+    def load_context(self, context) -> None:
+        self._classifier = load_classifier(context.artifacts["classifier"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        if self._classifier is None:
+            self.load_context(context)
+        sources, errors = sources_from_frame(model_input)
+        audios = {}
+        for i, source in enumerate(sources):
+            if source is None:
+                continue
+            try:
+                audios[i] = load_audio(source)
+            except AudioError as exc:
+                errors[i] = exc.reason
+        rows = sorted(audios)
+        scored = dict(zip(rows, self._classifier.predict([audios[i] for i in rows], self.batch_size)))
+        predictions, starts, ends = [], [], []
+        for i in range(len(sources)):
+            clip = scored.get(i)
+            predictions.append(Prediction(clip.label, clip.score) if clip else Prediction(-1, 0.0, errors[i]))
+            starts.append(clip.start_s if clip else 0.0)
+            ends.append(clip.end_s if clip else 0.0)
+        return to_frame(predictions, dict(zip(self.WINDOW_COLUMNS, (starts, ends))))

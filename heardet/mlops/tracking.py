@@ -1,0 +1,153 @@
+"""What every entry point logs the same way: its run, evaluations, plots, fold metrics, and the
+test split scored through the model it just logged (one scoring path for every approach)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from heardet.cv import CVResult
+from heardet.data import Dataset
+from heardet.metrics import Scores, score
+from heardet.mlops import plots
+
+logger = logging.getLogger(__name__)
+
+
+def log_evaluation(split: str, labels: Sequence[int], predictions: Sequence[int], title: str = "") -> Scores:
+    """Score one labelled split; log ``<split>_macro_f1`` etc. and ``plots/confusion_<split>.png``."""
+    import mlflow
+
+    scores = score(labels, predictions)
+    mlflow.log_metrics(scores.as_metrics(f"{split}_"))
+    mlflow.log_figure(plots.confusion(scores, f"{title} {split}".strip()), f"plots/confusion_{split}.png")
+    logger.info("%s %s: %s", title, split, scores.render())
+    return scores
+
+
+def log_cv(cv: CVResult, prefix: str = "cv_", labels: Sequence[int] | None = None) -> None:
+    """Per-fold macro F1 with ``step=fold``, plus mean, std, OOF threshold and a fold bar chart;
+    with the training ``labels``, also ROC and precision-recall curves of the out-of-fold scores
+    (``plots/oof_roc_pr.png``) and ``<prefix>oof_roc_auc``."""
+    import mlflow
+
+    for fold, f1 in enumerate(cv.fold_f1):
+        mlflow.log_metric(f"{prefix}fold_macro_f1", f1, step=fold)
+    for name, values in cv.extra.items():
+        if len(values) != len(cv.fold_f1) or not all(isinstance(v, (int, float)) for v in values):
+            continue  # per-fold numbers only (not ids, models, ...)
+        for fold, value in enumerate(values):
+            mlflow.log_metric(f"{prefix}fold_{name}", float(value), step=fold)
+    mlflow.log_metrics({f"{prefix}macro_f1_mean": cv.mean_f1, f"{prefix}macro_f1_std": cv.std_f1,
+                        f"{prefix}threshold": cv.threshold})
+    mlflow.log_figure(plots.fold_f1(cv), "plots/fold_f1.png")
+    if labels is not None and len(set(np.asarray(labels).tolist())) == 2:
+        figure, auc = plots.roc_pr(labels, cv.oof_score)
+        mlflow.log_metric(f"{prefix}oof_roc_auc", auc)
+        mlflow.log_figure(figure, "plots/oof_roc_pr.png")
+
+
+def write_submission(ids: Sequence[str], labels: Sequence[int], path: str | Path) -> Path:
+    """Write the competition's ``id,label`` CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"id": list(ids), "label": np.asarray(labels, dtype=int)}).to_csv(path, index=False)
+    return path
+
+
+def log_submission(ids: Sequence[str], labels: Sequence[int], filename: str, out_dir: str | Path) -> Path:
+    """Write ``out_dir/filename`` and log it as an artifact under ``submission/``."""
+    import mlflow
+
+    path = write_submission(ids, labels, Path(out_dir) / filename)
+    mlflow.log_artifact(str(path), "submission")
+    logger.info("wrote %s (%d rows)", path, len(ids))
+    return path
+
+
+def log_params(params: dict) -> None:
+    """``mlflow.log_params`` for keys the run does not have yet.
+
+    ``mlflow run`` has already logged the entry point's parameters as typed (quoted, for
+    values with spaces); logging them again with another spelling would be an error.
+    """
+    import mlflow
+
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+
+
+@contextlib.contextmanager
+def stage_run(approach: str, name: str) -> Iterator:
+    """The entry point's MLflow run (the one ``mlflow run`` opened, or a new one), tagged
+    ``approach`` and named ``name`` (e.g. ``finetune whisper-base 5-fold``) for the UI."""
+    import mlflow
+
+    with mlflow.start_run() as run:
+        mlflow.set_tags({"approach": approach, "mlflow.runName": name})
+        yield run
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    """The test split as the logged model scored it.
+
+    Attributes:
+        predictions: one row per clip: id, path, label (-1 unreadable), score, error, and any
+            extra columns the model returns (e.g. ensemble votes).
+        scores: macro F1 etc. when the split is labelled, else None.
+        unreadable: (clip id, error) of the clips the model could not read.
+        submission: the ``id,label`` CSV written (unreadable clips as 0).
+        seconds: wall time of the scoring.
+    """
+
+    predictions: pd.DataFrame
+    scores: Scores | None
+    unreadable: list[tuple[str, str]]
+    submission: Path
+    seconds: float
+
+
+def log_test_split(model_uri: str, dataset: Dataset, filename: str, out_dir: str | Path,
+                   title: str, progress: bool = True) -> TestSplit | None:
+    """Score ``wav_test`` by reloading the model just logged at ``model_uri``, as a user would.
+
+    Logs ``test_*`` metrics and the confusion matrix when the split is labelled,
+    ``test_unreadable`` (with ``submission/unreadable.csv`` listing them, and a warning),
+    ``test_seconds`` and ``test_x_real_time``, and writes the submission ``out_dir/filename``
+    (also logged under ``submission/``). Returns None when there is no test split.
+    """
+    import mlflow
+
+    from heardet.audio import audio_info
+    from heardet.mlops.scoring import load_model, predict_files
+
+    if not dataset.test:
+        return None
+    model = load_model(model_uri)
+    started = time.perf_counter()
+    predictions = predict_files(model, [c.path for c in dataset.test], progress=progress)
+    seconds = time.perf_counter() - started
+    bad = predictions[predictions.label < 0]
+    unreadable = list(zip(bad.id, bad.error))
+    audio_s = sum(audio_info(p)[0] for p in predictions.path[predictions.label >= 0])
+    mlflow.log_metrics({"test_unreadable": len(unreadable), "test_seconds": seconds,
+                        "test_x_real_time": audio_s / max(seconds, 1e-9)})
+    if unreadable:
+        mlflow.log_text(bad[["id", "error"]].to_csv(index=False), "submission/unreadable.csv")
+        logger.warning("%d test clip(s) could not be read (label 0 in %s): %s", len(unreadable), filename,
+                       "; ".join(f"{i}: {e}" for i, e in unreadable[:5]))
+    scores = None
+    if dataset.test_labelled:
+        scores = log_evaluation("test", [c.label for c in dataset.test], predictions.label, title)
+    submission = log_submission(predictions.id, predictions.label.clip(lower=0), filename, out_dir)
+    return TestSplit(predictions, scores, unreadable, submission, seconds)

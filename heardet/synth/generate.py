@@ -1,0 +1,224 @@
+"""Generate a labelled Russian TTS dataset in the competition layout, deterministically and resumably.
+
+Every clip is built the same way whatever its label: a carrier prefix, a *middle* and a carrier suffix
+(either may be absent) are voiced separately by one voice, trimmed of silence and spliced with random
+pauses. The middle is the phrase (positives), a near miss such as «не слышно» (hard negatives) or ordinary
+speech, so only its words tell the classes apart; the phrase bounds are the middle's trimmed extent.
+The words come from :mod:`heardet.synth.text`, every choice from :func:`heardet.synth.plan.plan_clip`;
+this module voices, splices, augments and records them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from heardet.audio import SAMPLE_RATE, write_wav
+from heardet.files import atomic_write_text
+from heardet.synth.augment import augment
+from heardet.synth.config import GENERATOR_VERSION, SynthConfig, SynthReport
+from heardet.synth.plan import SPLITS, ClipPlan, plan_clip
+from heardet.synth.text import near_misses
+from heardet.synth.voices import check_tts, festival_batch, voice
+
+logger = logging.getLogger(__name__)
+
+SPEECH_PEAK = 0.35  # peak of the clean speech before augmentation (about -9 dBFS)
+MIN_CLIP_S = 1.2  # shorter clips get a longer trailing silence, seconds
+
+
+def render(plan: ClipPlan, festival: dict[str, Path]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Voice, splice and augment one clip; returns the audio and its manifest row."""
+    said = plan.words
+    parts = [("prefix", said.prefix), ("middle", said.middle), ("suffix", said.suffix)]
+    voiced = [(role, text, voice(plan, text, festival)) for role, text in parts if text]
+    pieces, segments = [np.zeros(int(plan.edges_s[0] * SAMPLE_RATE), np.float32)], []
+    cursor = len(pieces[0])
+    for k, (role, text, audio) in enumerate(voiced):
+        if k:
+            pieces.append(np.zeros(int(plan.pauses_s[k - 1] * SAMPLE_RATE), np.float32))
+            cursor += len(pieces[-1])
+        segments.append({"role": role, "text": text, "start": round(cursor / SAMPLE_RATE, 3),
+                         "end": round((cursor + len(audio)) / SAMPLE_RATE, 3)})
+        pieces.append(audio)
+        cursor += len(audio)
+    tail = max(int(plan.edges_s[1] * SAMPLE_RATE), int(MIN_CLIP_S * SAMPLE_RATE) - cursor)
+    pieces.append(np.zeros(tail, np.float32))
+    speech = np.concatenate(pieces)
+    scale = SPEECH_PEAK / (np.max(np.abs(speech)) + 1e-12)
+    power = float(np.mean(np.concatenate([a for _, _, a in voiced]) ** 2)) * scale**2  # active speech only
+    audio, applied = augment(plan, speech * scale, power)
+    middle = next(s for s in segments if s["role"] == "middle")
+    row = {"id": plan.id, "split": plan.split, "index": plan.index, "label": plan.label, "kind": said.kind,
+           "text": said.text, "middle": said.middle, "position": said.position, "engine": plan.engine,
+           "voice": plan.voice, "rate": plan.rate, "pitch": plan.pitch}
+    row.update(bounds=[[middle["start"], middle["end"]]], duration=round(len(audio) / SAMPLE_RATE, 3),
+               segments=segments, augmentations=applied)
+    return audio, row
+
+
+def _render_chunk(out_dir: str, plans: list[ClipPlan]) -> list[tuple[str, dict | None, str | None]]:
+    """Worker: render a chunk of clips and move each wav into place; one festival process per chunk."""
+    out, results = Path(out_dir), []
+    with tempfile.TemporaryDirectory(prefix="heardet-synth-") as tmp:
+        festival, festival_error = {}, None
+        texts = [t for p in plans if p.engine == "festival" for t in (p.words.prefix, p.words.middle, p.words.suffix)
+                 if t]
+        try:
+            festival = festival_batch(texts, Path(tmp)) if texts else {}
+        except Exception as exc:  # noqa: BLE001 - fail its clips, let the espeak clips of the chunk go on
+            festival_error = str(exc)
+        for plan in plans:
+            try:
+                if plan.engine == "festival" and festival_error:
+                    raise RuntimeError(festival_error)
+                audio, row = render(plan, festival)
+                staging = out / ".tmp" / f"{plan.id}.wav"  # same file system: the rename is atomic
+                write_wav(staging, audio)
+                os.replace(staging, out / f"wav_{plan.split}" / f"{plan.id}.wav")
+                results.append((plan.id, row, None))
+            except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the dataset
+                results.append((plan.id, None, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def _record_config(out: Path, config: SynthConfig) -> None:
+    meta = {"generator_version": GENERATOR_VERSION, "config_hash": config.clip_hash(), "config": asdict(config)}
+    atomic_write_text(out / "synth_config.json", json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
+
+
+def _claim(out: Path, config: SynthConfig) -> None:
+    """Refuse a directory holding clips made with other settings; record this config in a new one."""
+    path = out / "synth_config.json"
+    current = json.loads(json.dumps(asdict(config), ensure_ascii=False))
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            old_hash, old_config = old["config_hash"], old["config"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is unreadable ({exc}); use a new out directory") from None
+        if old_hash != config.clip_hash():
+            changed = [k for k in current if k not in ("n_train", "n_test", "workers")
+                       and old_config.get(k) != current[k]] or ["generator_version"]
+            raise ValueError(f"{out} holds clips made with other synth settings (changed: {', '.join(changed)}; "
+                             f"hash {old_hash} != {config.clip_hash()}); mixing them would make an inconsistent "
+                             f"dataset: use a new out directory, or the settings in {path}")
+    elif (out / "manifest.jsonl").exists() or any(any((out / f"wav_{s}").glob("*.wav")) for s in SPLITS):
+        raise ValueError(f"{out} already holds a dataset that heardet.synth did not make (no {path.name}); "
+                         f"use a new or empty out directory")
+    else:
+        _record_config(out, config)
+
+
+def _read_manifest(out: Path) -> dict[str, dict[str, Any]]:
+    """Manifest rows by id, keeping only clips whose wav is on disk."""
+    rows, path = {}, out / "manifest.jsonl"
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines() if path.exists() else [], 1):
+        try:
+            row = json.loads(line)
+            rows[row["id"]] = row
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s line %d is not a clip row (an interrupted write?); ignoring it", path, number)
+    return {k: r for k, r in rows.items() if (out / f"wav_{r.get('split')}" / f"{k}.wav").is_file()}
+
+
+def _write_outputs(out: Path, rows: dict[str, dict[str, Any]]) -> None:
+    ordered = [rows[k] for k in sorted(rows)]
+    atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
+    bounds = [f'  "{r["id"]}": {json.dumps(r["bounds"])}' for r in ordered if r["split"] == "train" and r["label"]]
+    atomic_write_text(out / "word_bounds.json", "{\n" + ",\n".join(bounds) + "\n}\n" if bounds else "{}\n")
+    labels = "".join(f"{r['id']},{r['label']}\n" for r in ordered if r["split"] == "test")
+    atomic_write_text(out / "test_labels.csv", "id,label\n" + labels)
+
+
+def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True) -> SynthReport:
+    """Generate, or finish generating, the dataset described by ``config`` in ``out_dir``.
+
+    Args:
+        out_dir: dataset directory, created if missing. A rerun with the same settings skips clips
+            listed in its ``manifest.jsonl`` whose wav exists; ``n_train``/``n_test`` may grow.
+        config: what to generate.
+        progress: show a tqdm bar over clips.
+
+    Returns:
+        Clip counts (made now, skipped, positives per split) and the wall time.
+
+    Raises:
+        RuntimeError: a TTS tool is missing, or some clips failed (the others are kept; rerun to retry).
+        ValueError: ``out_dir`` holds clips made with other settings, or more clips than asked for.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    check_tts(festival=config.festival_fraction > 0)
+    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, config)
+    for sub in ("wav_train", "wav_test", ".tmp"):
+        (out / sub).mkdir(exist_ok=True)
+    rows = _read_manifest(out)
+    counts = {"train": config.n_train, "test": config.n_test}
+    extra = sorted(k for k, r in rows.items() if r["index"] >= counts[r["split"]])
+    if extra:
+        raise ValueError(f"{out} already holds more clips than asked for ({extra[0]} with n_train={config.n_train}, "
+                         f"n_test={config.n_test}); ask for at least as many, or use a new out directory")
+    near = near_misses(config.phrase, config.hard_negatives)
+    if not near and config.hard_negative_fraction > 0:
+        logger.warning("no near misses could be derived for %r; hard negatives become ordinary speech", config.phrase)
+    todo = [plan for split in SPLITS for i in range(counts[split])
+            if (plan := plan_clip(config, near, split, i)).id not in rows]
+    skipped = config.n_train + config.n_test - len(todo)
+    logger.info("synth into %s: %d clips to make, %d already there", out, len(todo), skipped)
+    size = max(1, min(32, math.ceil(len(todo) / (config.workers * 3))))  # ~3 chunks per worker, <= 32 clips
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    failures: list[str] = []
+    with tqdm(total=len(todo), desc="synth", unit="clip", disable=not progress) as bar, \
+            open(out / "manifest.jsonl", "a", encoding="utf-8") as manifest:
+
+        def collect(results: list[tuple[str, dict | None, str | None]]) -> None:
+            for clip_id, row, error in results:
+                if row is None:
+                    failures.append(f"{clip_id}: {error}")
+                    logger.warning("clip %s failed: %s", clip_id, error)
+                else:  # appended as soon as the wav is in place, so an interrupted run resumes here
+                    rows[clip_id] = row
+                    manifest.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    manifest.flush()
+            bar.update(len(results))
+
+        if config.workers == 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                collect(_render_chunk(str(out), chunk))
+        else:
+            # fork: callers need no `if __name__ == "__main__"` guard; the workers only run numpy and subprocesses
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
+            with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
+                for future in as_completed([pool.submit(_render_chunk, str(out), chunk) for chunk in chunks]):
+                    collect(future.result())
+    _write_outputs(out, rows)
+    _record_config(out, config)  # now with these counts
+    shutil.rmtree(out / ".tmp", ignore_errors=True)
+    if failures:
+        raise RuntimeError(f"{len(failures)} clip(s) could not be made (the other clips are kept; rerun to retry): "
+                           + "; ".join(failures[:3]))
+    report = SynthReport(
+        out_dir=out, n_train=config.n_train, n_test=config.n_test, n_generated=len(todo), n_skipped=skipped,
+        seconds=round(time.perf_counter() - started, 2),
+        positives_train=sum(r["label"] for r in rows.values() if r["split"] == "train"),
+        positives_test=sum(r["label"] for r in rows.values() if r["split"] == "test"),
+    )
+    logger.info("synth done in %.1f s: %d made, %d skipped, positives train %d test %d", report.seconds,
+                report.n_generated, report.n_skipped, report.positives_train, report.positives_test)
+    return report
