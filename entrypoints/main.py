@@ -9,8 +9,6 @@ and ``plots/approaches.png``.
 
 from __future__ import annotations
 
-import json
-import re
 
 import click
 import mlflow
@@ -28,31 +26,15 @@ from heardet.cli import friendly_errors
 @friendly_errors
 def main(profile: str, data: str, out: str, serve: bool, asr_model: str, finetune_model: str) -> None:
     """Run every approach on DATA and print the results table."""
-    from pipeline import render_table, run_pipeline
+    from pipeline import log_results, run_pipeline
 
     from heardet.cli import configure_logging
-    from heardet.mlops import plots
     from heardet.mlops.tracking import stage_run
 
     configure_logging()
     with stage_run("pipeline", f"main {profile}"):
         results = run_pipeline(profile, data, out, serve, asr_model, finetune_model)
-        for r in results:
-            key = re.sub(r"[^a-z0-9]+", "_", r.stage.split(": ")[-1].lower()).strip("_")
-            mlflow.log_metric(f"{key}_seconds", r.seconds)
-            for name, value in (("cv_f1", r.cv_f1), ("test_f1", r.test_f1)):
-                if value is not None:
-                    mlflow.log_metric(f"{key}_{name}", value)
-            if r.run_id:
-                mlflow.set_tag(f"stage_{key}_run_id", r.run_id)
-            if "answer" in r.notes:
-                mlflow.log_text(json.dumps(r.notes, indent=2, ensure_ascii=False), "summary/serve_answer.json")
-        mlflow.log_metric("total_seconds", sum(r.seconds for r in results))
-        table = render_table(results)
-        mlflow.log_text(table, "summary/table.txt")
-        rows = [r for r in results if r.stage.startswith("approach")]
-        mlflow.log_figure(plots.approaches([r.stage.split(": ")[-1] for r in rows], [r.cv_f1 for r in rows],
-                                           [r.test_f1 for r in rows]), "plots/approaches.png")
+        table = log_results(results)
         click.echo("\n" + table)
         click.echo("\nBrowse the runs:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db  "
                    "then open http://127.0.0.1:5000")

@@ -159,3 +159,32 @@ def render_table(results: list[StageResult]) -> str:
     lines.append("-" * 78)
     lines.append(f"{'total':<24} {'':>7} {'':>8} {sum(r.seconds for r in results):>8.0f}")
     return "\n".join(lines)
+
+
+def log_results(results: list[StageResult]) -> str:
+    """Log every stage's seconds, F1 and run id, the table and the approaches chart on the
+    active (parent) run; returns the table."""
+    import json
+    import re
+
+    import mlflow
+
+    from heardet.mlops import plots
+
+    for r in results:
+        key = re.sub(r"[^a-z0-9]+", "_", r.stage.split(": ")[-1].lower()).strip("_")
+        mlflow.log_metric(f"{key}_seconds", r.seconds)
+        for name, value in (("cv_f1", r.cv_f1), ("test_f1", r.test_f1)):
+            if value is not None:
+                mlflow.log_metric(f"{key}_{name}", value)
+        if r.run_id:
+            mlflow.set_tag(f"stage_{key}_run_id", r.run_id)
+        if "answer" in r.notes:
+            mlflow.log_text(json.dumps(r.notes, indent=2, ensure_ascii=False), "summary/serve_answer.json")
+    mlflow.log_metric("total_seconds", sum(r.seconds for r in results))
+    table = render_table(results)
+    mlflow.log_text(table, "summary/table.txt")
+    rows = [r for r in results if r.stage.startswith("approach")]
+    mlflow.log_figure(plots.approaches([r.stage.split(": ")[-1] for r in rows], [r.cv_f1 for r in rows],
+                                       [r.test_f1 for r in rows]), "plots/approaches.png")
+    return table

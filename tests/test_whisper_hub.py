@@ -18,6 +18,7 @@ import pytest
 from ct2_fixture import N_TIMESTAMPS, TinyCT2, split_model_bin, write_tiny_ct2
 
 from heardet.whisper import hub as whisper_hub
+from heardet.whisper.ct2 import read_ct2
 from heardet.whisper.hub import (
     OFFLINE_MODELS,
     WHISPER_NAMES,
@@ -28,7 +29,6 @@ from heardet.whisper.hub import (
     load_whisper,
     resolve,
 )
-from heardet.whisper.ct2 import read_ct2
 
 
 @pytest.fixture(autouse=True)
