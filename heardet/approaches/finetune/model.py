@@ -177,16 +177,19 @@ def masked_mean(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def _bundle(name_or_bundle: Any, device: str) -> Any:
+    """The ``WhisperBundle`` itself, or the one a name or directory loads (loading is heavy: lazy)."""
+    if isinstance(name_or_bundle, str | Path):
+        from heardet.whisper.hub import load_whisper
+
+        return load_whisper(str(name_or_bundle), device=device)
+    return name_or_bundle
+
+
 def _whisper_model(name_or_bundle: Any, device: str = "cpu") -> Any:
     """A ``WhisperForConditionalGeneration`` from a name, a bundle or the model itself."""
-    if isinstance(name_or_bundle, str | Path):
-        from heardet.whisper.hub import (
-            load_whisper,  # lazy: loading is heavy and optional
-        )
-
-        return load_whisper(str(name_or_bundle), device=device).model
-    if hasattr(name_or_bundle, "processor") and hasattr(name_or_bundle, "model"):  # WhisperBundle
-        return name_or_bundle.model
+    if isinstance(name_or_bundle, str | Path) or hasattr(name_or_bundle, "processor"):
+        return _bundle(name_or_bundle, device).model
     if hasattr(name_or_bundle, "model") and hasattr(name_or_bundle.model, "encoder"):
         return name_or_bundle
     raise TypeError(f"expected a Whisper name, WhisperBundle or WhisperForConditionalGeneration, "
@@ -199,14 +202,10 @@ def load_pretrained(name_or_bundle: Any, dropout: float = 0.2,
 
     This is the default ``encoder_factory`` of :mod:`heardet.approaches.finetune.train`.
     """
-    if isinstance(name_or_bundle, str | Path):
-        from heardet.whisper.hub import load_whisper
-
-        name_or_bundle = load_whisper(str(name_or_bundle), device=device)
-    if not hasattr(name_or_bundle, "processor"):
+    if not isinstance(name_or_bundle, str | Path) and not hasattr(name_or_bundle, "processor"):
         raise TypeError("load_pretrained needs a name or a WhisperBundle (for the feature extractor)")
-    model = EncoderClassifier.from_pretrained(name_or_bundle, dropout)
-    return model, name_or_bundle.processor.feature_extractor
+    bundle = _bundle(name_or_bundle, device)
+    return EncoderClassifier.from_pretrained(bundle, dropout), bundle.processor.feature_extractor
 
 
 def log_mel(feature_extractor: WhisperFeatureExtractor, audio: np.ndarray) -> np.ndarray:

@@ -254,9 +254,8 @@ def _objective(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig
         import mlflow
         import optuna
 
-        from heardet.approaches.finetune import (
-            train,  # looked up per call, so a test can replace cross_validate
-        )
+        # Looked up per call, so that a test can replace train.cross_validate.
+        from heardet.approaches.finetune import train
 
         numbers.append(trial.number)
         sampled = {name: trial.suggest_float(name, lo, hi, log=log)
