@@ -44,7 +44,8 @@ def render(plan: ClipPlan, festival: dict[str, Path]) -> tuple[np.ndarray, dict[
     """Voice, splice and augment one clip; returns the audio and its manifest row."""
     said = plan.words
     parts = [("prefix", said.prefix), ("middle", said.middle), ("suffix", said.suffix)]
-    voiced = [(role, text, voice(plan, text, festival)) for role, text in parts if text]
+    voiced = [(role, text, voice(plan.engine, plan.voice, plan.rate, plan.pitch, text, festival))
+              for role, text in parts if text]
     pieces, segments = [np.zeros(int(plan.edges_s[0] * SAMPLE_RATE), np.float32)], []
     cursor = len(pieces[0])
     for k, (role, text, audio) in enumerate(voiced):

@@ -7,14 +7,9 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from heardet.audio import SAMPLE_RATE, resample
-
-if TYPE_CHECKING:
-    from heardet.synth.plan import ClipPlan
 
 FESTIVAL_VOICE = "voice_msu_ru_nsh_clunits"
 FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices/russian/msu_ru_nsh_clunits",)
@@ -108,11 +103,16 @@ def trim(audio: np.ndarray, what: str) -> np.ndarray:
     return audio[max(0, (loud[0] - 1) * hop) : min(len(audio), (loud[-1] + 2) * hop)]
 
 
-def voice(plan: ClipPlan, text: str, festival: dict[str, Path]) -> np.ndarray:
-    """``text`` in the clip's voice, trimmed of silence (festival speech comes pre-rendered)."""
-    if plan.engine == "festival":
-        tempo, pitch = str(plan.rate), str(plan.pitch)
+def voice(engine: str, name: str, rate: float, pitch: int, text: str, festival: dict[str, Path]) -> np.ndarray:
+    """``text`` said by voice ``name`` of ``engine``, trimmed of silence.
+
+    For festival, ``rate`` is a sox tempo factor and ``pitch`` a shift in cents applied to the
+    speech :func:`festival_batch` rendered (``festival``: text → wav); for espeak-ng they are
+    words per minute and pitch units (0..99).
+    """
+    if engine == "festival":
+        tempo, pitch = str(rate), str(pitch)
         cmd = ["sox", "-R", str(festival[text]), "-t", "wav", "-e", "floating-point", "-b", "32", "-",
                "tempo", "-s", tempo, "pitch", pitch]  # float output: no random dither, repeatable
         return trim(wav_from(cmd), text)
-    return trim(espeak(text, plan.voice, plan.rate, plan.pitch), text)
+    return trim(espeak(text, name, int(rate), pitch), text)
