@@ -3,7 +3,10 @@
 With ``data`` (a labelled directory) the candidate and the current Production version are
 scored first and a worse candidate is refused (exit 1) unless ``force`` is true.
 Logs params (name, version, data, force), metrics ``candidate_macro_f1`` /
-``previous_macro_f1`` and the artifact ``promotion.txt``.
+``previous_macro_f1`` and the artifact ``promotion.txt``. When the run that created the
+version scored its members (an ensemble's ``member_<i>_test_macro_f1``) and one of them beat
+the version itself, the promotion goes ahead with a warning naming that member (logged, and
+in the printed report and ``promotion.txt``).
 """
 
 from __future__ import annotations

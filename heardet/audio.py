@@ -142,9 +142,29 @@ def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
         return (samples.T if samples.ndim == 2 else samples), int(sr)
     except Exception:  # noqa: BLE001
         pass
-    raise AudioError(
-        name, f"not audio or unsupported format ({first_error}; expected {', '.join(AUDIO_EXTENSIONS)})"
-    )
+    raise AudioError(name, what_is_wrong(data, first_error))
+
+
+AUDIO_SIGNATURES = {  # leading bytes of the formats heardet reads
+    b"RIFF": "WAV", b"RIFX": "WAV", b"fLaC": "FLAC", b"OggS": "Ogg", b"ID3": "MP3",
+}
+
+
+def what_is_wrong(data: bytes, decoder_error: str) -> str:
+    """Why bytes that no decoder accepted are not usable audio, judged from their content
+    (a file's extension says nothing about it)."""
+    head = data[:64]
+    for signature, kind in AUDIO_SIGNATURES.items():
+        if head.startswith(signature):
+            return f"corrupt or truncated {kind} audio ({decoder_error})"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return f"corrupt or truncated MP3 audio ({decoder_error})"
+    text = data[:4096].decode("utf-8", errors="replace")
+    text = text[:-1] if len(data) > 4096 else text  # the cut may have split a character
+    if text.strip() and all((ch.isprintable() or ch.isspace()) and ch != "\ufffd" for ch in text):
+        start = " ".join(text.split())[:40]
+        return f"not audio: starts with text {start!r}"
+    return f"not audio, or an unsupported or corrupt audio format (first bytes {head[:8].hex(' ')})"
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:

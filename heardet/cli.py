@@ -53,17 +53,63 @@ def out_option(command):
                         help="Directory for the submission CSV.")(command)
 
 
+EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE = 0, 1, 2  # predict, transcribe, evaluate (README: Command line)
+
+
 def fail(message: str) -> None:
-    """Print ``message`` as an error and exit with status 2 (bad input)."""
+    """Print ``message`` as an error and exit with status 2 (usage error or nothing to do)."""
     click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(EXIT_USAGE)
+
+
+def gather_audio(inputs) -> list[Path]:
+    """The audio files INPUTS name, checked before any model is loaded.
+
+    Exits 2 when a path does not exist or no audio file is found; warns about a directory
+    with no audio among others that have some.
+    """
+    from heardet.audio import AUDIO_EXTENSIONS
+    from heardet.mlops.scoring import collect_files, empty_directories
+
+    missing = [str(p) for p in inputs if not Path(p).exists()]
+    if missing:
+        fail(f"no such file or directory: {', '.join(missing)}")
+    files = collect_files(inputs)
+    if not files:
+        fail(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
+    for directory in empty_directories(inputs):
+        logger.warning("%s holds no audio files (%s)", directory, ", ".join(AUDIO_EXTENSIONS))
+    return files
+
+
+def open_model(model_uri: str):
+    """Load ``model_uri``, through the tracking store of ``heardet --tracking-uri`` when the URI
+    needs one (``models:/``, ``runs:/``); exits 2 when the store or the model cannot be had."""
+    from heardet.mlops.scoring import load_model
+    from heardet.mlops.store import StoreError, needs_store, use_store
+
+    explicit = click.get_current_context().find_root().params.get("tracking_uri")
+    try:
+        if explicit or needs_store(model_uri):
+            use_store(explicit)
+        return load_model(model_uri)
+    except (StoreError, DataError) as exc:
+        fail(str(exc))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-def main(verbose: int, quiet: bool) -> None:
-    """heardet: detect a spoken phrase (default «не слышу») in audio recordings."""
+@click.option("--tracking-uri", metavar="URI",
+              help="MLflow tracking store of models:/ and runs:/ URIs, or the path of an mlflow.db "
+                   "[default: MLFLOW_TRACKING_URI, else the mlflow.db in this folder or a parent].")
+def main(verbose: int, quiet: bool, tracking_uri: str | None) -> None:
+    """heardet: detect a spoken phrase (default «не слышу») in audio recordings.
+
+    predict, transcribe and evaluate exit 0 when every input was scored, 1 when some could
+    not be read (the rest are scored and written), 2 on a usage error or when there is
+    nothing to do (a missing path, no audio files, an unknown model).
+    """
     configure_logging(verbose, quiet)
 
 
@@ -73,7 +119,8 @@ def main(verbose: int, quiet: bool) -> None:
 def validate(data_dir: Path, no_progress: bool) -> None:
     """Check DATA_DIR (wav_train/, wav_test/, word_bounds.json) and print a report.
 
-    Exits 1 when problems were found (unreadable files, orphan bounds, duplicates).
+    Exits 1 when problems were found (unreadable files, orphan bounds, duplicates, nothing
+    to train on), 2 when DATA_DIR is not a dataset (missing, no audio, malformed labels).
     """
     from heardet.data import validate_dataset
 
@@ -128,13 +175,10 @@ def transcribe(inputs, model, backend, language, beam_size, temperature_fallback
 
     import pandas as pd
 
-    from heardet.mlops.scoring import collect_files
     from heardet.whisper.asr import DecodeOptions, default_cache, make_transcriber
     from heardet.whisper.hub import ModelUnavailableError
 
-    files = collect_files(inputs)
-    if not files:
-        fail(f"no audio files in {', '.join(map(str, inputs))}")
+    files = gather_audio(inputs)
     try:
         options = DecodeOptions(language, beam_size, temperature_fallback, word_timestamps)
         transcriber = make_transcriber(model, backend, options)
@@ -157,20 +201,24 @@ def transcribe(inputs, model, backend, language, beam_size, temperature_fallback
     cached = sum(r.cached for r in results)
     speed = f"{fresh_s / max(seconds, 1e-9):.1f}× real time over {fresh_s:.0f} s transcribed" if fresh_s else "no audio transcribed"
     click.echo(f"wrote {output}: {len(files)} files, {cached} from cache, {seconds:.1f} s ({speed})")
-    report_errors((r.source, r.error) for r in results)
+    sys.exit(report_errors((r.source, r.error) for r in results))
 
 
-def report_errors(rows) -> None:
+def report_errors(rows) -> int:
     """List the inputs that could not be read, at the end where a person will see them.
 
     Args:
         rows: (source, error) pairs; those with an empty error are fine.
+
+    Returns:
+        The exit status: 1 when an input could not be read, else 0.
     """
     bad = [(source, error) for source, error in rows if error]
     if bad:
         click.echo(f"{len(bad)} unreadable input(s):", err=True)
         for source, error in bad:
             click.echo(f"  {source}: {error}", err=True)
+    return EXIT_UNREADABLE if bad else EXIT_OK
 
 
 @main.command()
@@ -179,15 +227,21 @@ def report_errors(rows) -> None:
 @click.option("--split", type=click.Choice(["auto", "train", "test"]), default="auto", show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def evaluate(data_dir, model_uri, split, no_progress) -> None:
-    """Score a labelled DATA_DIR with any heardet model; print macro F1 and the confusion matrix."""
-    from heardet.mlops.scoring import evaluate_dir, load_model
+    """Score a labelled DATA_DIR with any heardet model; print macro F1 and the confusion matrix.
+
+    An unreadable clip counts as a wrong prediction, is listed at the end and makes the exit status 1.
+    """
+    from heardet.mlops.scoring import evaluate_clips, labelled_split
 
     try:
-        result = evaluate_dir(load_model(model_uri), data_dir, split, progress=not no_progress)
+        split, clips = labelled_split(data_dir, split)  # before the model: a bad directory fails at once
     except DataError as exc:
         fail(str(exc))
+    result = evaluate_clips(open_model(model_uri), split, clips, progress=not no_progress)
     click.echo(f"{model_uri} on {data_dir} ({result.split}):")
     click.echo(result.scores.render())
+    bad = result.predictions[result.predictions.error != ""]
+    sys.exit(report_errors(zip(bad.path, bad.error)))
 
 
 @main.command()
@@ -199,24 +253,46 @@ def evaluate(data_dir, model_uri, split, no_progress) -> None:
 def predict(inputs, model_uri, output, batch_size, no_progress) -> None:
     """Score audio files (or directories of them); write id,label,score,error to OUTPUT.
 
-    Exits non-zero only when nothing could be scored.
+    Exits 0 when every file was scored, 1 when some could not be read (listed at the end;
+    their rows have label -1), 2 when a path is missing or no audio file was given.
     """
-    from heardet.mlops.scoring import collect_files, load_model, predict_files
+    from heardet.mlops.scoring import predict_files
 
-    files = collect_files(inputs)
-    if not files:
-        fail(f"no audio files in {', '.join(map(str, inputs))}")
-    try:
-        model = load_model(model_uri)
-    except DataError as exc:
-        fail(str(exc))
+    files = gather_audio(inputs)  # before the model: loading one takes seconds
+    model = open_model(model_uri)
     frame = predict_files(model, files, batch_size, progress=not no_progress)
     output.parent.mkdir(parents=True, exist_ok=True)
     frame.drop(columns=["path"]).to_csv(output, index=False)
     bad = frame[frame.error != ""]
     click.echo(f"wrote {output}: {len(frame) - len(bad)} scored, {int((frame.label == 1).sum())} with the phrase")
-    report_errors(zip(bad.path, bad.error))
-    sys.exit(1 if len(bad) == len(frame) else 0)
+    sys.exit(report_errors(zip(bad.path, bad.error)))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              default=Path("-"), show_default=True, help="Where to write the body ('-': standard output).")
+def request(inputs, output) -> None:
+    """Write the JSON body that scores audio files (or directories of them) on a served model.
+
+    For `mlflow models serve`: one base64 `audio` row per file, in `dataframe_split` form,
+    sent with `curl --data-binary @body.json` (a body of any size; on the command line
+    base64 soon exceeds the argument limit).
+    """
+    from heardet.files import atomic_write_text
+    from heardet.mlops.serving import request_body
+
+    files = gather_audio(inputs)
+    try:
+        body = request_body(files)
+    except OSError as exc:
+        fail(f"cannot read {exc.filename}: {exc.strerror}")
+    if str(output) == "-":
+        click.echo(body)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, body + "\n")
+    click.echo(f"wrote {output}: {len(files)} file(s), {len(body)} bytes", err=True)
 
 
 @main.command()

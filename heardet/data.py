@@ -162,8 +162,11 @@ def load_dataset(root: str | Path, require_train: bool = False) -> Dataset:
         raise DataError(f"data directory {root.resolve()} does not exist; create one with `heardet synth --out {root}`")
     train_files, test_files = list_audio(root / TRAIN_DIR), list_audio(root / TEST_DIR)
     if not train_files and not test_files:
+        loose = list_audio(root)
+        hint = (f"; the {len(loose)} audio file(s) directly in {root} belong in {TRAIN_DIR}/ (to train on, "
+                f"labelled by {BOUNDS_FILE}) or {TEST_DIR}/ (to score)") if loose else ""
         raise DataError(
-            f"{root}: no audio in {TRAIN_DIR}/ or {TEST_DIR}/ (extensions {', '.join(AUDIO_EXTENSIONS)})"
+            f"{root}: no audio in {TRAIN_DIR}/ or {TEST_DIR}/ (extensions {', '.join(AUDIO_EXTENSIONS)}){hint}"
         )
     bounds_path = root / BOUNDS_FILE
     bounds = read_bounds(bounds_path) if bounds_path.exists() else {}
@@ -209,12 +212,13 @@ class ValidationReport:
     bounds_outside_audio: list[str]
     duplicate_ids: list[list[str]]
     duplicate_content: list[list[str]]
+    untrainable: str = ""  # why nothing can be trained from the directory; empty when something can
 
     @property
     def ok(self) -> bool:
         return not (
             any(s.unreadable for s in self.splits) or self.orphan_bounds or self.bounds_outside_audio
-            or self.duplicate_ids or self.duplicate_content
+            or self.duplicate_ids or self.duplicate_content or self.untrainable
         )
 
     def render(self) -> str:
@@ -245,6 +249,8 @@ class ValidationReport:
             lines.append(f"  duplicate id (same stem, several files): {', '.join(group)}")
         for group in self.duplicate_content:
             lines.append(f"  duplicate content (identical bytes): {', '.join(group)}")
+        if self.untrainable:
+            lines.append(f"  nothing can be trained from it: {self.untrainable}")
         lines.append("  OK" if self.ok else "  PROBLEMS FOUND (see above)")
         return "\n".join(lines)
 
@@ -292,4 +298,25 @@ def validate_dataset(root: str | Path, progress: bool = True) -> ValidationRepor
         bounds_outside_audio=outside,
         duplicate_ids=[files for files in by_stem.values() if len(files) > 1],
         duplicate_content=[files for files in by_hash.values() if len(files) > 1],
+        untrainable=why_untrainable(dataset),
     )
+
+
+TRAINING_LAYOUT = (f"training needs {TRAIN_DIR}/<id>.wav (the recordings) and {BOUNDS_FILE} "
+                   '({"<id>": [[start_s, end_s], ...]} for every clip with the phrase; the others are label 0)')
+
+
+def why_untrainable(dataset: Dataset) -> str:
+    """Why no model can be trained from ``dataset`` (no labelled clips, or one label only);
+    empty when one can."""
+    has_bounds = (dataset.root / BOUNDS_FILE).is_file()
+    if not dataset.train:
+        missing = f"no audio in {TRAIN_DIR}/" + ("" if has_bounds else f" and no {BOUNDS_FILE}")
+        return f"{missing}; {TRAINING_LAYOUT}"
+    if not has_bounds:
+        return f"{TRAIN_DIR}/ has no {BOUNDS_FILE}, so every clip is label 0; {TRAINING_LAYOUT}"
+    labels = {c.label for c in dataset.train}
+    if len(labels) < 2:
+        return (f"every clip in {TRAIN_DIR}/ is label {labels.pop()}: training needs clips with the phrase "
+                f"(in {BOUNDS_FILE}) and clips without it")
+    return ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -13,6 +14,51 @@ import soundfile as sf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test that reaches for the hub fails at once
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+NOT_CHECKED = (".venv", ".pytest_cache", "__pycache__")  # what running Python and pytest may leave
+CHECKOUT_KEY = pytest.StashKey[set]()
+
+
+def checkout_state(root: Path = CHECKOUT) -> set[str] | None:
+    """Every changed, untracked and ignored file under ``root`` (``git status --porcelain
+    --ignored``, file by file) apart from :data:`NOT_CHECKED`; None outside a git checkout."""
+    excludes = [":(exclude,glob)**/" + name + "/**" for name in NOT_CHECKED]
+    try:
+        out = subprocess.run(
+            ["git", "-c", "core.quotePath=false", "status", "--porcelain", "--ignored", "--untracked-files=all",
+             "--", ".", *excludes],
+            cwd=root, capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # a read-only look: no index refresh
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None  # not a git checkout (an unpacked sdist, a copy) or no git
+    return set(out.stdout.splitlines())
+
+
+def pytest_sessionstart(session):
+    """Note what the checkout holds before any test runs."""
+    session.config.stash[CHECKOUT_KEY] = checkout_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when the tests left files in the checkout: each test writes under its tmp_path."""
+    before = session.config.stash.get(CHECKOUT_KEY, None)
+    after = checkout_state() if before is not None else None
+    if after is None:
+        return
+    new = sorted(after - before)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_sep("=", "the tests wrote into the checkout (write under tmp_path instead)", red=True)
+            for line in new[:30]:
+                reporter.write_line(f"  {line}")
+            if len(new) > 30:
+                reporter.write_line(f"  … and {len(new) - 30} more")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def tone(seconds: float = 1.0, sr: int = 16_000, freq: float = 440.0, amp: float = 0.3, seed: int = 0) -> np.ndarray:
@@ -126,7 +172,8 @@ def phrase_dataset(tmp_path: Path, write_audio) -> Path:
 
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
-    """A real MLflow tracking store (SQLite) and artifact root in tmp_path."""
+    """A real MLflow tracking store (SQLite) and artifact root in tmp_path, which is also the
+    current directory while the test runs."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -134,6 +181,7 @@ def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's defaults (./mlruns, ./mlflow.db) land here, never in the checkout
     experiment = mlflow.create_experiment("test", artifact_location=(tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)  # set_experiment exports it; undo after the test
     mlflow.set_experiment(experiment_id=experiment)

@@ -100,14 +100,15 @@ def test_evaluate_and_predict_commands_score_any_model_uri(fake_asr, phrase_data
     out_csv = tmp_path / "preds.csv"
     result = CliRunner().invoke(main, ["predict", str(phrase_dataset / "wav_test"), str(tmp_path / "broken.wav"),
                                        "--model", "models:/heardet-rule/1", "-o", str(out_csv), "--no-progress"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, "one unreadable input, the rest scored: " + result.output
     preds = pd.read_csv(out_csv, keep_default_na=False)
     assert list(preds.columns[:4]) == ["id", "label", "score", "error"]
     assert preds.label.tolist() == [1, 1, 0, 0, -1]
     assert "broken.wav" in result.output and "1 unreadable" in result.output
+    assert "corrupt or truncated WAV audio" in result.output
 
 
-def test_predict_exits_non_zero_when_nothing_could_be_scored(fake_asr, phrase_dataset, mlflow_store, tmp_path):
+def test_predict_exits_1_when_nothing_could_be_read(fake_asr, phrase_dataset, mlflow_store, tmp_path):
     from heardet.cli import main
 
     run_entrypoint("transcribe", ["--data", str(phrase_dataset), "--out", str(tmp_path / "out")])

@@ -96,3 +96,14 @@ def test_same_audio_bytes_share_one_cache_entry(write_audio, tmp_path):
     [by_bytes] = fake.transcribe([clip.read_bytes()], cache=cache, progress=False)
     assert by_bytes.cached and fake.calls == 1, "a path and the same bytes are one clip"
     assert len(list((tmp_path / "c").rglob("*.json"))) == 1
+
+
+def test_a_library_transcriber_uses_the_shared_cache_unless_told_not_to(tiny_whisper, write_audio, tmp_path):
+    transcriber = make_transcriber(str(tiny_whisper.ct2_dir), "faster-whisper")
+    clip = write_audio("a.wav")
+    [first] = transcriber.transcribe([clip], progress=False)
+    [second] = transcriber.transcribe([clip], progress=False)
+    assert not first.cached and second.cached and second.text == first.text
+    assert list((tmp_path / "cache" / "transcripts").rglob("*.json")), "the entry lies in heardet's cache directory"
+    [uncached] = transcriber.transcribe([clip], cache=None, progress=False)
+    assert not uncached.cached, "cache=None neither reads nor writes the cache"

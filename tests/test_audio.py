@@ -78,3 +78,17 @@ def test_raw_bytes_from_memory_buffer():
     buf = io.BytesIO()
     sf.write(buf, np.full(8000, 0.1, dtype=np.float32), 8000, format="WAV")
     assert len(load_audio(buf.getvalue())) == SAMPLE_RATE
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"hello, I am a text file\n", "not audio: starts with text 'hello, I am a text file'"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "corrupt or truncated WAV audio"),
+    (bytes(range(256)) * 4, "not audio, or an unsupported or corrupt audio format (first bytes 00 01 02"),
+])
+def test_a_file_that_is_not_audio_is_told_what_is_wrong_with_its_content(tmp_path, content, reason):
+    path = tmp_path / "x.wav"  # the extension is right; the content is not
+    path.write_bytes(content)
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    assert info.value.reason.startswith(reason), info.value.reason
+    assert "expected .wav" not in info.value.reason

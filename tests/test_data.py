@@ -75,3 +75,27 @@ def test_validate_command_prints_report_and_exit_code(tiny_dataset):
     (tiny_dataset / "test_labels.csv").write_text("id,label\ntest_0,1\ntest_1,0\ntest_2,1\ntest_3,0\nbad,0\n")
     result = CliRunner().invoke(main, ["validate", str(tiny_dataset), "--no-progress"])
     assert result.exit_code == 1 and "UNREADABLE wav_test/bad.wav" in result.output
+
+
+def test_validate_says_nothing_can_be_trained_from_a_folder_without_wav_train_or_bounds(tiny_dataset):
+    for clip in (tiny_dataset / "wav_train").iterdir():
+        clip.unlink()
+    (tiny_dataset / "wav_train").rmdir()
+    (tiny_dataset / "word_bounds.json").unlink()
+    result = CliRunner().invoke(main, ["validate", str(tiny_dataset), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "nothing can be trained from it: no audio in wav_train/ and no word_bounds.json" in result.output
+    assert "training needs wav_train/<id>.wav" in result.output and "OK" not in result.output
+
+
+def test_validate_says_train_clips_without_bounds_are_all_label_0(tiny_dataset):
+    (tiny_dataset / "word_bounds.json").unlink()
+    report = validate_dataset(tiny_dataset, progress=False)
+    assert not report.ok and "every clip is label 0" in report.untrainable
+
+
+def test_audio_outside_the_layout_is_pointed_to_where_it_belongs(tmp_path, write_audio):
+    write_audio("call.wav", directory=tmp_path / "calls")
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "calls"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "1 audio file(s) directly in" in result.output and "belong in wav_train/" in result.output

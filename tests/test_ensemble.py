@@ -73,3 +73,28 @@ def test_blend_majority_votes_and_refuses_mismatched_ids(tmp_path):
     result = CliRunner().invoke(main, ["blend", str(tmp_path / "a.csv"), str(tmp_path / "d.csv"), "-o",
                                        str(tmp_path / "o.csv")])
     assert result.exit_code == 2 and "ids differ" in result.output
+
+
+def test_promoting_an_ensemble_below_one_of_its_members_warns_naming_that_member(fake_asr, phrase_dataset,
+                                                                                 mlflow_store, tmp_path, caplog):
+    from test_approaches_text import entrypoint
+
+    right = register_rule(phrase_dataset, tmp_path, "не слыш", "m-right")
+    always = register_rule(phrase_dataset, tmp_path, "слыш", "m-always")   # fires on every clip
+    also_always = register_rule(phrase_dataset, tmp_path, "я вас", "m-also-always")
+    never = register_rule(phrase_dataset, tmp_path, "не вижу", "m-never")
+    ensemble_args = ["--data", str(phrase_dataset), "--out", str(tmp_path / "out")]
+    run_entrypoint("ensemble", ["--members", ",".join([right, always, never]), *ensemble_args])        # version 1
+    run_entrypoint("ensemble", ["--members", ",".join([right, always, also_always]), *ensemble_args])  # version 2
+
+    result = CliRunner().invoke(entrypoint("promote"), ["--name", "heardet-ensemble", "--version", "1"])
+    assert result.exit_code == 0 and "WARNING" not in result.output, "version 1 is as good as its best member"
+    caplog.clear()
+    result = CliRunner().invoke(entrypoint("promote"), ["--name", "heardet-ensemble", "--version", "2"])
+    assert result.exit_code == 0, result.output
+    assert "WARNING: its test macro F1 0.3333 is below that of its member m-right/1 (1.0000" in result.output
+    assert "m-always" not in result.output, "only members above the ensemble are named"
+    assert [r.levelname for r in caplog.records if "m-right/1" in r.getMessage()] == ["WARNING"]
+    promote_run = mlflow.last_active_run()
+    text = mlflow.artifacts.load_text(f"runs:/{promote_run.info.run_id}/promotion.txt")
+    assert "m-right/1" in text

@@ -1,17 +1,22 @@
-"""The walkthrough notebook runs top to bottom, in its own kernel, on a store the test builds.
+"""The walkthrough notebook runs top to bottom, headless the way notebooks/README.md says, on
+a store the test builds.
 
 The store holds what `make demo` would leave, shrunk: rule members over a tiny random
 CTranslate2 Whisper, an ensemble of them registered as heardet-ensemble and promoted to
 Production (loaded by URI in the kernel process), and CatBoost runs with per-fold metrics.
 """
 
+import re
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
 import nbformat
 import pytest
 from ct2_fixture import write_tiny_ct2
-from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 WALKTHROUGH = NOTEBOOKS / "walkthrough.ipynb"
@@ -63,10 +68,31 @@ def cell_text(nb, tag: str) -> str:
     return "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs)
 
 
-def test_walkthrough_runs_top_to_bottom_on_a_tiny_store(demo_store, phrase_dataset):
+def documented_command() -> list[str]:
+    """The headless command of notebooks/README.md, as the argv it runs in notebooks/ (its
+    ``../.venv/bin/jupyter`` is the jupyter beside the Python running the tests)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (NOTEBOOKS / "README.md").read_text(encoding="utf-8"), re.DOTALL)
+    lines = [line for block in blocks for line in block.splitlines() if "jupyter" in line]
+    assert len(lines) == 1, f"expected one jupyter command in notebooks/README.md, found {lines}"
+    cd, command = lines[0].split("&&", 1)
+    assert cd.split() == ["cd", "notebooks"], f"the command should run in notebooks/: {lines[0]}"
+    argv = shlex.split(command, comments=True)
+    assert argv[0].endswith("jupyter"), argv
+    return [str(Path(sys.executable).parent / "jupyter"), *argv[1:]]
+
+
+def test_the_documented_command_runs_the_walkthrough_into_a_separate_file(demo_store, phrase_dataset, tmp_path):
     newer_catboost, older_catboost = demo_store
-    nb = nbformat.read(WALKTHROUGH, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    committed = WALKTHROUGH.read_bytes()
+    notebooks = shutil.copytree(NOTEBOOKS, tmp_path / "notebooks")  # what the command writes stays in tmp_path
+    done = subprocess.run(documented_command(), cwd=notebooks, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (notebooks / "walkthrough.ipynb").read_bytes() == committed, "the documented command changed the notebook"
+    assert WALKTHROUGH.read_bytes() == committed
+    written = sorted(p.name for p in notebooks.glob("*.ipynb") if p.name != "walkthrough.ipynb")
+    assert written == ["walkthrough.out.ipynb"], f"expected the executed copy beside the notebook, found {written}"
+    nb = nbformat.read(notebooks / "walkthrough.out.ipynb", as_version=4)
 
     runs = cell_text(nb, "runs")
     assert newer_catboost in runs and older_catboost not in runs, f"runs table should list the latest catboost run:\n{runs}"

@@ -25,7 +25,7 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
         [os.path.join(bin_dir, "mlflow"), "run", str(ROOT), "-e", "main", "--env-manager", "local",
          "-P", "profile=smoke", "-P", f"data={tmp_path / 'data'}", "-P", f"out={tmp_path / 'out'}",
          "-P", f"asr_model={tiny_ct2.ct2_dir}", "-P", f"finetune_model={tiny_hf_whisper}"],
-        env=env, capture_output=True, text=True, timeout=880)
+        env=env, capture_output=True, text=True, timeout=880, cwd=tmp_path)  # MLflow's ./mlruns lands in tmp_path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "approach 4: ensemble" in result.stdout and "mlflow ui" in result.stdout, result.stdout[-2000:]
 

@@ -49,8 +49,17 @@ def served_ensemble(tmp_path, mlflow_store, monkeypatch):
                            registered_model_name="heardet-ensemble", extra_int_columns=ensemble.keys)
     promote("heardet-ensemble", 1)
 
-    with served("models:/heardet-ensemble@production", timeout_s=180, env={"MLFLOW_TRACKING_URI": mlflow_store}) as port:
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # the server's log would show MLflow's bars, were they on
+    with served("models:/heardet-ensemble@production", timeout_s=180, env={"MLFLOW_TRACKING_URI": mlflow_store},
+                log_path=tmp_path / "serve.log") as port:
         yield port
+
+
+def test_the_served_ensemble_says_once_when_it_is_ready_without_download_bars(served_ensemble, tmp_path):
+    log = (tmp_path / "serve.log").read_text(errors="replace")
+    assert log.count("loading EnsembleModel of 3 members: ready in") == 1, log[-3000:]
+    assert log.count("loading RuleModel") == 3, "each member says when it is ready"
+    assert "Downloading artifacts" not in log, log[-3000:]
 
 
 def test_served_ensemble_answers_every_request_form_and_isolates_bad_rows(served_ensemble, write_audio):

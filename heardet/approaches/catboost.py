@@ -138,10 +138,10 @@ class CatBoostTextModel(TranscribingModel):
         self.threshold = threshold
         self._classifier = None
 
-    def load_context(self, context) -> None:
+    def load(self, context) -> None:
         from catboost import CatBoostClassifier
 
-        super().load_context(context)
+        super().load(context)
         self._classifier = CatBoostClassifier()
         self._classifier.load_model(context.artifacts["catboost"])
 

@@ -64,10 +64,16 @@ class EnsembleModel(ContractModel):
         self.keys = [member_key(u, i) for i, u in enumerate(self.member_uris)]
         self._members = None
 
-    def load_context(self, context) -> None:
+    def load(self, context) -> None:
         import mlflow.pyfunc
 
-        self._members = [mlflow.pyfunc.load_model(context.artifacts[key]) for key in self.keys]
+        from heardet.mlops.store import quiet_downloads
+
+        with quiet_downloads():  # one bar line per file of every member otherwise
+            self._members = [mlflow.pyfunc.load_model(context.artifacts[key]) for key in self.keys]
+
+    def describe(self) -> str:
+        return f"EnsembleModel of {len(self.member_uris)} members"
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if self._members is None:

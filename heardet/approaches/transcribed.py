@@ -23,7 +23,7 @@ class TranscribingModel(ContractModel):
         self.asr_model, self.backend, self.options = asr_model, backend, dict(options)
         self._transcriber = None
 
-    def load_context(self, context) -> None:
+    def load(self, context) -> None:
         from heardet.whisper.asr import DecodeOptions, make_transcriber
 
         # One process imports one heardet (the first model's code copy), e.g. inside an
@@ -32,22 +32,19 @@ class TranscribingModel(ContractModel):
         options = DecodeOptions(**{k: v for k, v in self.options.items() if k in known})
         self._transcriber = make_transcriber(self.asr_model, self.backend, options)
 
+    def describe(self) -> str:
+        return f"{type(self).__name__} (Whisper {self.asr_model}, {self.backend})"
+
     def decide(self, texts: list[str]) -> list[tuple[int, float]]:
         """(label, score) per transcript."""
         raise NotImplementedError
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from heardet.whisper.asr import default_cache
-
         if self._transcriber is None:
             self.load_context(context)
         sources, errors = sources_from_frame(model_input)
         rows = [i for i, s in enumerate(sources) if s is not None]
-        try:
-            cache = default_cache()
-        except OSError:
-            cache = None
-        results = self._transcriber.transcribe([sources[i] for i in rows], cache=cache, progress=False)
+        results = self._transcriber.transcribe([sources[i] for i in rows], progress=False)  # default cache
         texts = dict(zip(rows, results))
         ok = [i for i in rows if not texts[i].error]
         decisions = dict(zip(ok, self.decide([texts[i].text for i in ok])))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,6 +31,8 @@ AUDIO_COLUMN = "audio"
 PATH_COLUMN = "path"
 OUTPUT_COLUMNS = ("label", "score", "error")
 CODE_PATH = str(Path(__file__).resolve().parents[1])  # the heardet package, shipped with every model
+SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its scoring server
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class InputError(MlflowException, ValueError):
@@ -153,16 +157,19 @@ def log_contract_model(python_model, name: str, artifacts: dict[str, str] | None
     """
     import mlflow
 
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=python_model,
-        artifacts=artifacts,
-        code_paths=[CODE_PATH],
-        signature=signature(extra_int_columns, extra_float_columns),
-        input_example=input_example(),
-        pip_requirements=pip_requirements(),
-        registered_model_name=registered_model_name,
-    )
+    from heardet.mlops.store import quiet_downloads
+
+    with quiet_downloads():  # artifacts given as model URIs are downloaded file by file
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=python_model,
+            artifacts=artifacts,
+            code_paths=[CODE_PATH],
+            signature=signature(extra_int_columns, extra_float_columns),
+            input_example=input_example(),
+            pip_requirements=pip_requirements(),
+            registered_model_name=registered_model_name,
+        )
 
 
 class ContractModel(PythonModel):
@@ -175,3 +182,31 @@ class ContractModel(PythonModel):
 
     def __getstate__(self):
         return {**self.__dict__, **{name: None for name in self._loaded}}
+
+    def load_context(self, context) -> None:
+        """Rebuild the loaded state (:meth:`load`) and log one line saying how long it took."""
+        started = time.perf_counter()
+        self.load(context)
+        show_logs_when_served()
+        logger.info("loading %s: ready in %.1f s", self.describe(), time.perf_counter() - started)
+
+    def load(self, context) -> None:
+        """Fill the attributes named in ``_loaded`` (models, transcribers) from ``context``."""
+
+    def describe(self) -> str:
+        """What the load line calls this model."""
+        return type(self).__name__
+
+
+def show_logs_when_served() -> None:
+    """Inside ``mlflow models serve``, send heardet's INFO records to stderr when nothing else
+    handles them (the scoring server configures only MLflow's and uvicorn's loggers), so that a
+    served model says when it is ready. Anywhere else logging is left to the application."""
+    package = logging.getLogger("heardet")
+    if not os.environ.get(SERVER_MODEL_PATH_ENV) or package.hasHandlers():
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    package.addHandler(handler)
+    if package.level == logging.NOTSET:
+        package.setLevel(logging.INFO)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class Promotion:
     candidate_f1: float | None = None
     previous_f1: float | None = None
     promoted: bool = True
+    warnings: tuple[str, ...] = ()
 
     def render(self) -> str:
         lines = [f"{self.name} version {self.version}: {'promoted to Production' if self.promoted else 'REFUSED'}"]
@@ -34,7 +36,33 @@ class Promotion:
         if self.previous is not None:
             shown = f"{self.previous_f1:.4f}" if self.previous_f1 is not None else "not scored"
             lines.append(f"  previous Production version {self.previous}: macro F1 {shown}")
+        lines.extend(f"  WARNING: {warning}" for warning in self.warnings)
         return "\n".join(lines)
+
+
+MEMBER_METRIC = re.compile(r"^member_(\d+)_test_macro_f1$")
+
+
+def members_ahead(run) -> list[str]:
+    """Warnings for the members an ensemble's run scored above the ensemble itself.
+
+    Reads ``test_macro_f1`` and ``member_<i>_test_macro_f1`` (logged by the ``ensemble``
+    entry point on the same test split); a member is named by its ``member_<i>_version``
+    tag, else its ``member_<i>`` parameter. Empty when the run logged no member scores.
+    """
+    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
+    ensemble_f1 = metrics.get("test_macro_f1")
+    if ensemble_f1 is None:
+        return []
+    warnings = []
+    for key, member_f1 in sorted(metrics.items()):
+        match = MEMBER_METRIC.match(key)
+        if match and member_f1 > ensemble_f1:
+            i = match.group(1)
+            member = tags.get(f"member_{i}_version") or params.get(f"member_{i}") or f"member {i}"
+            warnings.append(f"its test macro F1 {ensemble_f1:.4f} is below that of its member {member} "
+                            f"({member_f1:.4f}, run {run.info.run_id}); consider promoting that member instead")
+    return warnings
 
 
 def current_production(name: str) -> str | None:
@@ -60,6 +88,9 @@ def promote(name: str, version: str | int, data: str | Path | None = None, force
             version are both scored on it and a worse candidate is refused.
         force: promote even when the gate says no.
 
+    The returned :class:`Promotion` carries a warning (also logged) for every member an
+    ensemble's own run scored above the ensemble on the test split (:func:`members_ahead`).
+
     Raises:
         PromotionRefused: the candidate's macro F1 is below the current Production version's.
         mlflow.exceptions.MlflowException: no such model or version.
@@ -70,7 +101,7 @@ def promote(name: str, version: str | int, data: str | Path | None = None, force
 
     client = MlflowClient()
     version = str(version)
-    client.get_model_version(name, version)  # fails clearly when it does not exist
+    candidate = client.get_model_version(name, version)  # fails clearly when it does not exist
     previous = current_production(name)
     candidate_f1 = previous_f1 = None
     if data is not None:
@@ -88,7 +119,23 @@ def promote(name: str, version: str | int, data: str | Path | None = None, force
         warnings.simplefilter("ignore", FutureWarning)
         client.transition_model_version_stage(name, version, "Production", archive_existing_versions=True)
     logger.info("%s version %s is Production (previous: %s)", name, version, previous)
-    return Promotion(name, version, previous, candidate_f1, previous_f1)
+    cautions = tuple(members_ahead(client.get_run(candidate.run_id))) if _run_exists(candidate.run_id) else ()
+    for caution in cautions:
+        logger.warning("%s version %s: %s", name, version, caution)
+    return Promotion(name, version, previous, candidate_f1, previous_f1, warnings=cautions)
+
+
+def _run_exists(run_id: str | None) -> bool:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return False
+    try:
+        MlflowClient().get_run(run_id)
+        return True
+    except MlflowException:
+        return False
 
 
 def resolve_version(uri: str) -> str:

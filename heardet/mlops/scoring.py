@@ -10,8 +10,7 @@ from typing import Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from heardet.audio import AUDIO_EXTENSIONS
-from heardet.data import DataError, list_audio, load_dataset
+from heardet.data import Clip, DataError, list_audio, load_dataset
 from heardet.metrics import Scores, score
 
 logger = logging.getLogger(__name__)
@@ -27,27 +26,43 @@ class Evaluation:
 
 
 def load_model(uri: str):
-    """``mlflow.pyfunc.load_model`` with a message that names the URI on failure."""
+    """``mlflow.pyfunc.load_model`` with a message that names the URI on failure.
+
+    A ``models:/NAME…`` URI is checked first: a registry that does not exist is not created,
+    and a NAME it does not hold fails with the names it does hold. MLflow's per-file
+    download bars are hidden.
+
+    Raises:
+        heardet.mlops.store.StoreError: no such registry or registered model.
+        DataError: any other load failure, naming the URI.
+    """
     import mlflow
 
+    from heardet.mlops.store import check_registered, quiet_downloads
+
+    check_registered(uri)
     try:
-        return mlflow.pyfunc.load_model(uri)
+        with quiet_downloads():
+            return mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported with the URI
         raise DataError(f"cannot load model {uri!r}: {exc}") from exc
 
 
 def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Audio files named directly or found (non-recursively) in named directories."""
+    """Audio files named directly or found (non-recursively) in named directories.
+
+    A file named directly is kept whatever its extension (a missing or unreadable one is
+    reported per row by the model); a directory contributes its audio files (by extension).
+    """
     files: list[Path] = []
     for item in map(Path, inputs):
-        if item.is_dir():
-            found = list_audio(item)
-            if not found:
-                logger.warning("%s holds no audio files (%s)", item, ", ".join(AUDIO_EXTENSIONS))
-            files.extend(found)
-        else:
-            files.append(item)  # a missing or unreadable file is reported per row
+        files.extend(list_audio(item) if item.is_dir() else [item])
     return files
+
+
+def empty_directories(inputs: Sequence[str | Path]) -> list[Path]:
+    """The directories among ``inputs`` that hold no audio file."""
+    return [item for item in map(Path, inputs) if item.is_dir() and not list_audio(item)]
 
 
 def predict_files(model, files: Sequence[Path], batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
@@ -68,10 +83,13 @@ def predict_files(model, files: Sequence[Path], batch_size: int = 16, progress: 
                                                                 if c not in ("id", "path", "label", "score", "error")]]
 
 
-def evaluate_dir(model, data_dir: str | Path, split: str = "auto", batch_size: int = 16,
-                 progress: bool = True) -> Evaluation:
-    """Score a labelled directory: ``wav_test/`` + ``test_labels.csv`` or ``wav_train/`` +
-    ``word_bounds.json`` (``split='auto'`` prefers a labelled test split)."""
+def labelled_split(data_dir: str | Path, split: str = "auto") -> tuple[str, tuple[Clip, ...]]:
+    """The clips of a labelled split of ``data_dir``: ``wav_test/`` + ``test_labels.csv`` or
+    ``wav_train/`` + ``word_bounds.json`` (``split='auto'`` prefers a labelled test split).
+
+    Raises:
+        DataError: no such directory, or the split has no clips or no labels.
+    """
     dataset = load_dataset(data_dir)
     if split == "auto":
         split = "test" if dataset.test_labelled else "train"
@@ -81,6 +99,18 @@ def evaluate_dir(model, data_dir: str | Path, split: str = "auto", batch_size: i
             f"{data_dir}: split {split!r} is not labelled (need wav_test/ + test_labels.csv, "
             "or wav_train/ + word_bounds.json)"
         )
+    return split, clips
+
+
+def evaluate_dir(model, data_dir: str | Path, split: str = "auto", batch_size: int = 16,
+                 progress: bool = True) -> Evaluation:
+    """Score a labelled directory (see :func:`labelled_split`)."""
+    return evaluate_clips(model, *labelled_split(data_dir, split), batch_size=batch_size, progress=progress)
+
+
+def evaluate_clips(model, split: str, clips: Sequence[Clip], batch_size: int = 16,
+                   progress: bool = True) -> Evaluation:
+    """Score labelled clips; an unreadable clip (label -1) counts as a wrong prediction."""
     predictions = predict_files(model, [c.path for c in clips], batch_size, progress)
     predictions.insert(2, "true_label", [c.label for c in clips])
     return Evaluation(split, score(predictions.true_label, predictions.label), predictions)

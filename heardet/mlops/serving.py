@@ -17,11 +17,20 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from heardet.mlops.store import PROGRESS_BAR_ENV
+
 
 @contextlib.contextmanager
-def served(model_uri: str, timeout_s: float = 240, env: dict | None = None) -> Iterator[int]:
+def served(model_uri: str, timeout_s: float = 240, env: dict | None = None,
+           log_path: str | Path | None = None) -> Iterator[int]:
     """Run ``mlflow models serve -m model_uri --env-manager local`` on a free loopback port
     while the block runs; yields the port, stops the server (its process group) after.
+
+    Args:
+        model_uri: the model to serve.
+        timeout_s: how long to wait for ``/ping`` to answer.
+        env: extra environment variables of the server.
+        log_path: where the server's output goes (default: a temporary file).
 
     Raises:
         RuntimeError: the server exited or did not answer ``/ping`` within ``timeout_s``
@@ -31,9 +40,9 @@ def served(model_uri: str, timeout_s: float = 240, env: dict | None = None) -> I
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     bin_dir = str(Path(sys.executable).parent)  # the server execs uvicorn from PATH
-    env = {**os.environ, **(env or {})}
+    env = {PROGRESS_BAR_ENV: "false", **os.environ, **(env or {})}  # no bar line per downloaded file
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    with tempfile.TemporaryFile() as log:
+    with (open(log_path, "w+b") if log_path else tempfile.TemporaryFile()) as log:
         server = subprocess.Popen(
             [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
              "-h", "127.0.0.1", "-p", str(port)],

@@ -46,6 +46,17 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_WINDOW_TOKENS = 440  # Whisper's 448-token limit less the prompt
 
 
+class _DefaultCache:
+    """The type of :data:`DEFAULT_CACHE`."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_CACHE"
+
+
+DEFAULT_CACHE = _DefaultCache()
+"""``cache=DEFAULT_CACHE`` (the default): the shared transcript cache of :func:`default_cache`."""
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """How to decode. Part of the transcript cache key.
@@ -147,7 +158,7 @@ class Transcriber:
     def transcribe(
         self,
         sources: Sequence[AudioSource],
-        cache: TranscriptCache | None = None,
+        cache: TranscriptCache | _DefaultCache | None = DEFAULT_CACHE,
         progress: bool = True,
         batch_size: int = 8,
         names: Sequence[str] | None = None,
@@ -156,11 +167,14 @@ class Transcriber:
 
         Args:
             sources: paths, URIs, bytes or base64 text of audio files.
-            cache: where to look transcripts up and store new ones.
+            cache: where to look transcripts up and store new ones: by default the shared
+                cache under heardet's cache directory (as the CLI and the models use it);
+                ``None`` neither reads nor writes a cache.
             progress: show a tqdm bar.
             batch_size: arrays handed to the backend at once.
             names: how to call each source in results (default: its path or a byte count).
         """
+        cache = resolve_cache(cache)
         results: list[TranscriptResult | None] = [None] * len(sources)
         pending: list[tuple[int, str, str | None, np.ndarray]] = []
         bar = tqdm(total=len(sources), desc=f"transcribe ({self.backend})", unit="clip", disable=not progress)
@@ -186,9 +200,9 @@ class Transcriber:
                     bar.update(1)
                     continue
                 pending.append((index, name, key, decode_audio(data, name)))
-            except AudioError as exc:
+            except AudioError as exc:  # in the results; callers report them (the CLI: once, at the end)
                 results[index] = TranscriptResult(name or exc.source, None, error=exc.reason)
-                logger.warning("skipping %s: %s", name or exc.source, exc.reason)
+                logger.debug("skipping %s: %s", name or exc.source, exc.reason)
                 bar.update(1)
                 continue
             if len(pending) >= batch_size:
@@ -342,9 +356,22 @@ def default_cache() -> TranscriptCache:
     return TranscriptCache(cache_dir() / "transcripts")
 
 
-def transcribe_clips(transcriber: Transcriber, clips: Sequence, cache: TranscriptCache | None = None,
-                     progress: bool = True):
-    """Transcribe :class:`heardet.data.Clip` objects into a table.
+def resolve_cache(cache: TranscriptCache | _DefaultCache | None) -> TranscriptCache | None:
+    """:data:`DEFAULT_CACHE` → :func:`default_cache` (None, with a warning, when its directory
+    cannot be made); anything else unchanged."""
+    if cache is not DEFAULT_CACHE:
+        return cache
+    try:
+        return default_cache()
+    except (OSError, RuntimeError) as exc:  # e.g. no home directory
+        logger.warning("transcribing without the transcript cache: %s", exc)
+        return None
+
+
+def transcribe_clips(transcriber: Transcriber, clips: Sequence,
+                     cache: TranscriptCache | _DefaultCache | None = DEFAULT_CACHE, progress: bool = True):
+    """Transcribe :class:`heardet.data.Clip` objects into a table (through the shared
+    transcript cache unless ``cache`` says otherwise, as in :meth:`Transcriber.transcribe`).
 
     Returns:
         A DataFrame with columns ``id``, ``split``, ``label`` (None when unlabelled),

@@ -27,7 +27,7 @@ class FinetuneModel(ContractModel):
         self.batch_size = batch_size
         self._classifier = None
 
-    def load_context(self, context) -> None:
+    def load(self, context) -> None:
         self._classifier = load_classifier(context.artifacts["classifier"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
