@@ -13,7 +13,7 @@ PROFILE ?= quick
 # Entry points run with `python` from PATH (--env-manager local): the project's venv first.
 RUN_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := espeak-ng festival festvox-ru sox libsndfile1
+SYSTEM_PACKAGES := espeak-ng festival festvox-ru libsndfile1
 
 .PHONY: setup system-deps demo test test-slow lint clean
 

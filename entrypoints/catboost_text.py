@@ -1,11 +1,13 @@
 """MLproject entry point ``catboost`` (approach 2): CatBoost on Whisper transcripts, k-fold.
 
-Reuses cached transcripts (the ``transcribe`` entry point fills the cache), runs
-``StratifiedKFold(n_folds, shuffle, seed)`` with early stopping on each fold's validation
-part, refits on all labelled clips for the folds' median best iteration.
+Reuses cached transcripts (the ``transcribe`` entry point fills the cache), runs k-fold CV
+grouped by voice where the data's manifest names voices (``heardet.cv.folds``; else stratified)
+with early stopping on each fold's validation part, refits on all labelled clips for the folds'
+median best iteration.
 
 Logs params (``CatBoostConfig``, ``TranscriberConfig``, language), ``cv_fold_macro_f1`` per
-fold (``step=fold``), ``cv_macro_f1_mean``/``std``, ``cv_threshold``, artifacts
+fold (``step=fold``), ``cv_macro_f1_mean``/``std``, ``cv_threshold``, the tag ``cv_folds``,
+``loeo_macro_f1_<engine>``/``_mean`` (trained without that engine, scored on it), artifacts
 ``oof/oof_predictions.csv``, ``plots/fold_f1.png``, ``plots/oof_roc_pr.png`` and the pyfunc
 model ``model`` (Whisper + CatBoost), registered as ``register_as``; then scores ``wav_test``
 through that logged model (test metrics, ``submission/approach_2.csv``, also written to ``out``).
@@ -39,11 +41,12 @@ from heardet.whisper.asr import DecodeOptions, TranscriberConfig
 @friendly_errors
 def main(data, out, register_as, **options) -> None:
     """Run approach 2 on DATA and log it to the active MLflow run."""
-    from heardet.approaches.catboost import CatBoostTextModel, cross_validate, fit_final
+    from heardet.approaches.catboost import CatBoostTextModel, cross_validate, fit_final, predict_proba
     from heardet.cli import configure_logging
-    from heardet.data import load_dataset
+    from heardet.cv import leave_one_engine_out
+    from heardet.data import groups_of, load_dataset
     from heardet.mlops.contract import log_contract_model
-    from heardet.mlops.tracking import log_cv, log_params, log_test_split, stage_run
+    from heardet.mlops.tracking import log_cv, log_engine_holdout, log_params, log_test_split, stage_run
     from heardet.whisper.asr import default_cache, make_transcriber, transcribe_clips
 
     configure_logging()
@@ -59,11 +62,22 @@ def main(data, out, register_as, **options) -> None:
         mlflow.log_metric("transcribe_seconds", time.perf_counter() - start)
         train = table[table.error == ""]
         labels = train.label.astype(int).to_numpy()
-        cv = cross_validate(list(train.text), labels, config)
-        log_cv(cv, labels=labels)
+        clips = {c.id: c for c in dataset.train}
+        kept = [clips[i] for i in train.id]
+        voices = groups_of(kept, "voice")
+        cv = cross_validate(list(train.text), labels, config, groups=voices)
+        log_cv(cv, labels=labels, grouped=voices is not None and len(set(voices)) >= config.n_folds)
+        final_iterations = int(np.median(cv.extra["best_iteration"]))
+        texts = list(train.text)
+
+        def fit_predict(rows, held_out):
+            classifier = fit_final([texts[i] for i in rows], labels[rows], config, final_iterations)
+            return predict_proba(classifier, [texts[i] for i in held_out])
+
+        engines = groups_of(kept, "engine") or [None] * len(kept)
+        log_engine_holdout(leave_one_engine_out(engines, labels, fit_predict, cv.threshold))
         mlflow.log_text(train[["id", "label", "text"]].assign(oof_score=cv.oof_score).to_csv(index=False),
                         "oof/oof_predictions.csv")
-        final_iterations = int(np.median(cv.extra["best_iteration"]))
         mlflow.log_param("final_iterations", final_iterations)
         classifier = fit_final(list(train.text), labels, config, final_iterations)
         with tempfile.TemporaryDirectory() as tmp:

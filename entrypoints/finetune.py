@@ -1,10 +1,11 @@
 """MLproject entry point ``finetune`` (approach 3): Whisper encoder → masked mean pooling →
-dropout → linear head, stratified k-fold, then the final model.
+dropout → linear head, k-fold (grouped by voice where the manifest names voices), then the final model.
 
 Logs params (``FinetuneConfig``), per-step ``train_loss_fold<k>`` (and ``train_loss_final``)
 with ``step=``, per-fold ``cv_fold_macro_f1`` / ``cv_fold_val_loss`` / ``cv_fold_seconds``
 (``step=fold``), ``cv_macro_f1_mean`` / ``std``, ``cv_threshold`` (chosen on out-of-fold
-scores), tags ``approach=finetune`` and ``refit``, artifacts ``oof/oof_predictions.csv``,
+scores), ``loeo_macro_f1_<engine>`` / ``_mean`` (a model trained without that engine, scored
+on it), tags ``approach=finetune``, ``refit`` and ``cv_folds``, artifacts ``oof/oof_predictions.csv``,
 ``plots/fold_f1.png``, ``plots/oof_roc_pr.png`` and the pyfunc model ``model`` (weights, head
 and feature-extractor config), registered as ``register_as`` (default
 ``heardet-finetune-<model>``); then scores ``wav_test`` through that logged model (test
@@ -39,15 +40,17 @@ def main(data, out, register_as, params_from, **options) -> None:
     from heardet.approaches.finetune.pyfunc import FinetuneModel
     from heardet.approaches.finetune.train import (
         cross_validate,
+        evaluate,
         fit,
         model_slug,
         prepare_examples,
     )
     from heardet.approaches.finetune.tune import best_params
     from heardet.cli import configure_logging
+    from heardet.cv import leave_one_engine_out
     from heardet.data import load_dataset
     from heardet.mlops.contract import log_contract_model
-    from heardet.mlops.tracking import log_cv, log_params, log_test_split, stage_run
+    from heardet.mlops.tracking import log_cv, log_engine_holdout, log_params, log_test_split, stage_run
     from heardet.whisper.hub import ensure_available
 
     configure_logging()
@@ -67,7 +70,16 @@ def main(data, out, register_as, params_from, **options) -> None:
             mlflow.log_metric(f"train_loss_{'final' if fold is None else f'fold{fold}'}", loss, step=step)
 
         cv = cross_validate(examples, config, on_step=on_step)
-        log_cv(cv.result, labels=examples.labels)
+        log_cv(cv.result, labels=examples.labels,
+               grouped=bool(examples.voices) and len(set(examples.voices)) >= config.n_folds)
+        holdout_config = dataclasses.replace(config, refit="all", max_train_clips=0)
+
+        def fit_predict(rows, held_out):
+            held = fit(examples.subset(rows), holdout_config, progress=False)
+            return evaluate(held.model, held.feature_extractor, examples.subset(held_out), holdout_config)[0]
+
+        engines = examples.engines or [None] * len(examples.ids)
+        log_engine_holdout(leave_one_engine_out(engines, examples.labels, fit_predict, cv.result.threshold))
         mlflow.log_text("id,label,oof_score\n" + "".join(
             f"{i},{y},{p:.6f}\n" for i, y, p in zip(examples.ids, examples.labels, cv.result.oof_score)),
             "oof/oof_predictions.csv")

@@ -9,9 +9,7 @@ and ``plots/approaches.png``.
 
 from __future__ import annotations
 
-
 import click
-import mlflow
 
 from heardet.cli import friendly_errors
 

@@ -22,6 +22,12 @@ def setting(default: Any, allowed: str, check: Check, help: str = "") -> Any:
     return dataclasses.field(default=default, metadata={"allowed": allowed, "check": check, "help": help})
 
 
+def setting_of(config_cls: type, name: str) -> Any:
+    """A fresh field declared exactly like ``config_cls.name``: for a config that embeds another's settings."""
+    source = next(f for f in dataclasses.fields(config_cls) if f.name == name)
+    return dataclasses.field(default=source.default, metadata=dict(source.metadata))
+
+
 def is_int(low: int | None = None) -> Check:
     return lambda v: (isinstance(v, int) and not isinstance(v, bool) or _is_np_int(v)) and (low is None or v >= low)
 

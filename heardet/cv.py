@@ -1,9 +1,15 @@
-"""Stratified k-fold cross-validation shared by the CatBoost and fine-tune approaches."""
+"""Cross-validation shared by the CatBoost and fine-tune approaches: folds grouped by voice, and engine hold-outs.
+
+A fold that shares voices with its training folds flatters the model (it learns the voice, not the
+words). :func:`folds` keeps each group (a voice, from the synth manifest) inside one fold; data
+without groups falls back to plain stratified folds. :func:`engine_splits` gives the
+leave-one-engine-out splits: train on every other engine, score this one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -58,6 +64,58 @@ def stratified_folds(labels: Sequence[int], n_folds: int, seed: int) -> list[tup
         )
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(labels)), labels))
+
+
+def folds(labels: Sequence[int], n_folds: int, seed: int,
+          groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_folds`` splits that never put one group (e.g. a voice) on both sides, stratified by label.
+
+    Without ``groups`` (or with fewer distinct groups than folds) these are :func:`stratified_folds`.
+
+    Raises:
+        ValueError: as :func:`stratified_folds`, or a fold that gets no clip of a label.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    plain = stratified_folds(labels, n_folds, seed)  # checks the counts in any case
+    if groups is None or len(set(groups)) < n_folds:
+        return plain
+    labels = np.asarray(labels, dtype=int)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    result = list(splitter.split(np.zeros(len(labels)), labels, np.asarray(groups)))
+    for k, (_, val) in enumerate(result):
+        if len(set(labels[val].tolist())) < 2:
+            raise ValueError(f"grouped fold {k} holds clips of one label only ({len(val)} clips): too few groups "
+                             f"({len(set(groups))}) for {n_folds} folds; lower n_folds or add voices")
+    return result
+
+
+def engine_splits(engines: Sequence[str | None]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Leave-one-engine-out: ``(engine, train rows, held-out rows)`` per engine; empty with fewer than two engines."""
+    engines = np.asarray([e or "" for e in engines])
+    names = sorted(set(engines.tolist()) - {""})
+    if len(names) < 2:
+        return []
+    return [(name, np.flatnonzero((engines != name) & (engines != "")), np.flatnonzero(engines == name))
+            for name in names]
+
+
+def leave_one_engine_out(engines: Sequence[str | None], labels: Sequence[int],
+                         fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                         threshold: float = 0.5) -> dict[str, Scores]:
+    """Train on every other engine and score each engine's clips: ``{engine: Scores}``.
+
+    ``fit_predict(train_rows, held_out_rows)`` trains a fresh model on ``train_rows`` and returns
+    the phrase probability of each held-out row. An engine whose complement lacks a label is skipped.
+    """
+    labels = np.asarray(labels, dtype=int)
+    results = {}
+    for name, train_rows, held_out in engine_splits(engines):
+        if len(set(labels[train_rows].tolist())) < 2 or not len(held_out):
+            continue
+        probs = np.asarray(fit_predict(train_rows, held_out), dtype=float)
+        results[name] = score(labels[held_out], (probs >= threshold).astype(int))
+    return results
 
 
 def best_threshold(labels: Sequence[int], scores: Sequence[float]) -> float:

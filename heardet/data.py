@@ -6,8 +6,11 @@ data/
   wav_test/<id>.wav       recordings to score
   word_bounds.json        {"<id>": [[start_s, end_s], ...]}: train clips with the phrase
   test_labels.csv         optional id,label for wav_test (makes the test split scoreable)
+  test_word_bounds.json   optional: the phrase bounds of the test clips that say it
+  manifest.jsonl          optional (heardet synth writes it): per clip its engine, voice, frame, augmentation
 ```
-Train clips not listed in ``word_bounds.json`` are label 0.
+Train clips not listed in ``word_bounds.json`` are label 0. The manifest's facts ride along as
+``Clip.meta``: folds are grouped by ``voice`` and leave-one-engine-out scores need ``engine``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from heardet.audio import AUDIO_EXTENSIONS, AudioError, audio_info, load_audio
+from heardet.diversity import Diversity, diversity
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,10 @@ TRAIN_DIR = "wav_train"
 TEST_DIR = "wav_test"
 BOUNDS_FILE = "word_bounds.json"
 TEST_LABELS_FILE = "test_labels.csv"
+TEST_BOUNDS_FILE = "test_word_bounds.json"
+MANIFEST_FILE = "manifest.jsonl"
+META_KEYS = ("engine", "voice", "voice_settings", "frame", "kind", "middle", "position", "tempo", "repeats",
+             "augmentation")
 
 Bounds = tuple[tuple[float, float], ...]
 
@@ -49,6 +57,7 @@ class Clip:
     split: str
     label: int | None = None
     bounds: Bounds = ()
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)  # manifest facts (engine, voice, …)
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class Dataset:
         return bool(self.test) and all(c.label is not None for c in self.test)
 
 
-def parse_bounds(entry: Any, key: str = "?") -> Bounds:
+def parse_bounds(entry: Any, key: str = "?", source: str = BOUNDS_FILE) -> Bounds:
     """Normalise one ``word_bounds.json`` value to ``((start, end), ...)``.
 
     Accepted: ``[[start, end], ...]``, ``[start, end]``, ``{"start": s, "end": e}`` or a
@@ -84,7 +93,7 @@ def parse_bounds(entry: Any, key: str = "?") -> Bounds:
         shown = json.dumps(entry, ensure_ascii=False)
         shown = shown if len(shown) < 200 else shown[:200] + "…"
         return DataError(
-            f"{BOUNDS_FILE}: entry {key!r} = {shown}: {why}; expected [[start, end], ...], "
+            f"{source}: entry {key!r} = {shown}: {why}; expected [[start, end], ...], "
             '[start, end], {"start": s, "end": e} or a list of such dicts (seconds)'
         )
 
@@ -121,7 +130,7 @@ def read_bounds(path: Path) -> dict[str, Bounds]:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object {{id: bounds}}, found a {type(raw).__name__}")
-    return {Path(str(key)).stem: parse_bounds(value, str(key)) for key, value in raw.items()}
+    return {Path(str(key)).stem: parse_bounds(value, str(key), path.name) for key, value in raw.items()}
 
 
 def read_labels_csv(path: Path) -> dict[str, int]:
@@ -138,6 +147,26 @@ def read_labels_csv(path: Path) -> dict[str, int]:
                 raise DataError(f"{path}:{line}: label {value!r} for id {row['id']!r}; expected 0 or 1")
             labels[Path(row["id"].strip()).stem] = int(value)
     return labels
+
+
+def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
+    """``manifest.jsonl`` rows by clip id, keeping :data:`META_KEYS`; a line that is not a clip row is skipped."""
+    rows: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return rows
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            rows[str(row["id"])] = {k: row[k] for k in META_KEYS if k in row}
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s line %d is not a clip row; ignoring it", path, number)
+    return rows
+
+
+def groups_of(clips: tuple[Clip, ...] | list[Clip], key: str = "voice") -> list[str] | None:
+    """Each clip's ``meta[key]`` (e.g. its voice), or None when a clip lacks it (data made elsewhere)."""
+    values = [c.meta.get(key) for c in clips]
+    return None if any(v is None for v in values) else [str(v) for v in values]
 
 
 def list_audio(directory: Path) -> list[Path]:
@@ -174,16 +203,25 @@ def load_dataset(root: str | Path, require_train: bool = False) -> Dataset:
         logger.warning("%s has no %s: every train clip is labelled 0", root, BOUNDS_FILE)
     if require_train and not train_files:
         raise DataError(f"{root}: training needs labelled clips in {TRAIN_DIR}/, found none")
+    meta = read_manifest(root / MANIFEST_FILE)
     train = tuple(
-        Clip(p.stem, p, "train", int(p.stem in bounds), bounds.get(p.stem, ())) for p in train_files
+        Clip(p.stem, p, "train", int(p.stem in bounds), bounds.get(p.stem, ()), meta.get(p.stem, {}))
+        for p in train_files
     )
     labels_path = root / TEST_LABELS_FILE
     test_labels = read_labels_csv(labels_path) if labels_path.exists() else {}
-    test = tuple(Clip(p.stem, p, "test", test_labels.get(p.stem)) for p in test_files)
+    test_bounds_path = root / TEST_BOUNDS_FILE
+    test_bounds = read_bounds(test_bounds_path) if test_bounds_path.exists() else {}
+    test = tuple(Clip(p.stem, p, "test", test_labels.get(p.stem), test_bounds.get(p.stem, ()), meta.get(p.stem, {}))
+                 for p in test_files)
     if test_labels:
         unlabelled = [c.id for c in test if c.label is None]
         if unlabelled:
             raise DataError(f"{labels_path}: no label for {len(unlabelled)} test clip(s), e.g. {unlabelled[:5]}")
+        contradicted = [c.id for c in test if c.bounds and c.label == 0]
+        if contradicted:
+            raise DataError(f"{test_bounds_path}: bounds for {len(contradicted)} clip(s) that {TEST_LABELS_FILE} "
+                            f"labels 0, e.g. {contradicted[:5]}; bounds belong to clips that say the phrase")
     train_ids = {c.id for c in train}
     orphans = tuple(sorted(k for k in bounds if k not in train_ids))
     return Dataset(root, train, test, orphans)
@@ -213,6 +251,7 @@ class ValidationReport:
     duplicate_ids: list[list[str]]
     duplicate_content: list[list[str]]
     untrainable: str = ""  # why nothing can be trained from the directory; empty when something can
+    diversity: Diversity | None = None  # from the manifest, when there is one
 
     @property
     def ok(self) -> bool:
@@ -251,6 +290,8 @@ class ValidationReport:
             lines.append(f"  duplicate content (identical bytes): {', '.join(group)}")
         if self.untrainable:
             lines.append(f"  nothing can be trained from it: {self.untrainable}")
+        if self.diversity:
+            lines.append(self.diversity.render())
         lines.append("  OK" if self.ok else "  PROBLEMS FOUND (see above)")
         return "\n".join(lines)
 
@@ -299,6 +340,7 @@ def validate_dataset(root: str | Path, progress: bool = True) -> ValidationRepor
         duplicate_ids=[files for files in by_stem.values() if len(files) > 1],
         duplicate_content=[files for files in by_hash.values() if len(files) > 1],
         untrainable=why_untrainable(dataset),
+        diversity=diversity({"train": [c.meta for c in dataset.train], "test": [c.meta for c in dataset.test]}),
     )
 
 

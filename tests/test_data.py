@@ -99,3 +99,46 @@ def test_audio_outside_the_layout_is_pointed_to_where_it_belongs(tmp_path, write
     result = CliRunner().invoke(main, ["validate", str(tmp_path / "calls"), "--no-progress"])
     assert result.exit_code == 2, result.output
     assert "1 audio file(s) directly in" in result.output and "belong in wav_train/" in result.output
+
+
+def _manifest(root, rows):
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def test_test_bounds_and_manifest_facts_ride_along_with_the_clips(tiny_dataset):
+    (tiny_dataset / "test_word_bounds.json").write_text(json.dumps({"test_0": [[0.1, 0.4], [0.6, 0.9]]}))
+    _manifest(tiny_dataset, [{"id": "train_0", "engine": "festival", "voice": "festival/x/f0", "frame": "f001"}])
+    ds = load_dataset(tiny_dataset)
+    assert ds.test[0].bounds == ((0.1, 0.4), (0.6, 0.9)) and ds.test[1].bounds == ()
+    assert ds.train[0].meta == {"engine": "festival", "voice": "festival/x/f0", "frame": "f001"}
+    assert ds.train[1].meta == {}
+
+
+def test_test_bounds_on_a_clip_labelled_0_are_refused(tiny_dataset):
+    (tiny_dataset / "test_word_bounds.json").write_text(json.dumps({"test_1": [[0.1, 0.4]]}))
+    with pytest.raises(DataError, match=r"test_word_bounds.json: bounds for 1 clip.*test_1"):
+        load_dataset(tiny_dataset)
+
+
+def test_validate_shows_the_diversity_and_warns_about_shared_and_dominant_voices(tiny_dataset):
+    rows = [{"id": f"train_{i}", "engine": "espeak-ng", "voice": "espeak-ng/ru+m1/f0", "frame": "f001",
+             "kind": "hard_negative" if i >= 3 else "positive", "middle": "не слышно" if i >= 3 else "не слышу",
+             "augmentation": {"seed": 1, "codec": "mp3", "gain_db": 0.0}} for i in range(6)]
+    rows += [{"id": f"test_{i}", "engine": "festival", "voice": "espeak-ng/ru+m1/f0" if i == 0 else f"v{i}",
+              "frame": "f004", "augmentation": {"seed": 1, "gain_db": 0.0}} for i in range(4)]
+    _manifest(tiny_dataset, rows)
+    text = validate_dataset(tiny_dataset, progress=False).render()
+    assert "diversity (from manifest.jsonl)" in text
+    assert "espeak-ng 6 (100%)" in text and "не слышно 3" in text and "codec mp3 6" in text, text
+    assert "WARNING 1 test voices also occur in train" in text and "espeak-ng/ru+m1/f0" in text, text
+    assert "carrier frames also occur" not in text
+    assert "says 6 of 6" not in text  # too few clips to call a voice dominant
+
+
+def test_diversity_flags_a_dominant_voice():
+    from heardet.diversity import diversity
+
+    metas = {"train": [{"voice": "a" if i < 30 else f"v{i}"} for i in range(100)], "test": []}
+    report = diversity(metas)
+    assert any("voice a says 30 of 100" in w for w in report.warnings), report.warnings
+    assert diversity({"train": [{}, {}], "test": []}) is None

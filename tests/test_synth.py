@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from heardet.augment import Banks
 from heardet.synth import SynthConfig, SynthReport, check_tts, synthesize, voices
+from heardet.synth.generate import render
 from heardet.synth.plan import plan_clip
 from heardet.synth.text import POSITIONS, count, near_misses
 
-MISSING = [tool for tool in ("espeak-ng", "festival", "sox") if shutil.which(tool) is None]
+MISSING = [tool for tool in ("espeak-ng", "festival") if shutil.which(tool) is None]
 needs_tts = pytest.mark.skipif(
-    bool(MISSING), reason=f"TTS tools missing: {', '.join(MISSING)} (apt-get install espeak-ng festival festvox-ru sox)")
+    bool(MISSING), reason=f"TTS tools missing: {', '.join(MISSING)} (apt-get install espeak-ng festival festvox-ru)")
 
 TINY = SynthConfig(n_train=6, n_test=4, seed=7, workers=1)
 
@@ -49,9 +51,11 @@ def test_dataset_has_the_competition_layout(made):
     root, report = made
     assert sorted(p.stem for p in (root / "wav_train").glob("*.wav")) == [f"train_{i:04d}" for i in range(1, 7)]
     assert sorted(p.stem for p in (root / "wav_test").glob("*.wav")) == [f"test_{i:04d}" for i in range(1, 5)]
-    for name in ("word_bounds.json", "test_labels.csv", "manifest.jsonl", "synth_config.json"):
+    for name in ("word_bounds.json", "test_word_bounds.json", "test_labels.csv", "manifest.jsonl",
+                 "synth_config.json"):
         assert (root / name).is_file(), f"{name} missing"
-    assert not (root / ".tmp").exists(), "staging directory left behind"
+    assert not (root / ".tmp").exists() and not (root / ".cache").exists(), "staging or cache left behind"
+    assert len(Banks.of_dataset(root).rirs) == 32 and len(Banks.of_dataset(root).speech) == 24
     assert (report.n_generated, report.n_skipped) == (10, 0)
 
 
@@ -62,6 +66,8 @@ def test_labels_and_bounds_agree_with_the_manifest(made):
     assert len(rows) == 10 and len({r["id"] for r in rows}) == 10
     bounds = json.loads((root / "word_bounds.json").read_text())
     assert bounds == {r["id"]: r["bounds"] for r in rows if r["split"] == "train" and r["label"] == 1}
+    test_bounds = json.loads((root / "test_word_bounds.json").read_text())
+    assert test_bounds == {r["id"]: r["bounds"] for r in rows if r["split"] == "test" and r["label"] == 1}
     with open(root / "test_labels.csv", newline="") as handle:
         labels = {row["id"]: int(row["label"]) for row in csv.DictReader(handle)}
     assert labels == {r["id"]: r["label"] for r in rows if r["split"] == "test"}
@@ -80,41 +86,60 @@ def test_clips_are_16k_mono_audible_and_bounds_lie_inside(made):
         assert 1.0 <= info.duration <= 10.0, f"{r['id']} lasts {info.duration:.2f} s"
         assert abs(info.duration - r["duration"]) < 0.002
         assert np.abs(audio).max() > 0.02, f"{r['id']} is (nearly) silent"
-        (start, end), = r["bounds"]
-        assert 0.0 < start < end < info.duration and 0.2 < end - start < 3.0, f"{r['id']} bounds {r['bounds']}"
-        # the middle is speech: louder than the noise floor in the pause before it
-        inside = np.abs(audio[int(start * 16000) : int(end * 16000)]).max()
-        assert inside > 0.01, f"{r['id']} is quiet inside its bounds"
+        assert len(r["bounds"]) == r["repeats"] >= 1
+        for start, end in r["bounds"]:
+            assert 0.0 < start < end < info.duration and 0.15 < end - start < 3.0, f"{r['id']} bounds {r['bounds']}"
+            # the middle is speech: louder than the noise floor in the pause before it
+            inside = np.abs(audio[int(start * 16000) : int(end * 16000)]).max()
+            assert inside > 0.01, f"{r['id']} is quiet inside its bounds"
 
 
 @needs_tts
 def test_every_clip_is_spliced_the_same_way_whatever_its_label(made):
     root, _ = made
     for r in rows_of(root):
-        roles = [s["role"] for s in r["segments"]]
-        expected = {"alone": ["middle"], "start": ["middle", "suffix"], "end": ["prefix", "middle"],
-                    "middle": ["prefix", "middle", "suffix"]}[r["position"]]
+        roles = [s["role"] for s in r["segments"] if s["role"] != "hesitation"]
+        carriers = {"alone": [], "start": [1], "end": [0], "middle": [0, 1]}[r["position"]]
+        middles = ["middle"] * r["repeats"]
+        expected = ["carrier"] * (0 in carriers) + middles + ["carrier"] * (1 in carriers)
         assert roles == expected, f"{r['id']}: {roles} for position {r['position']}"
-        middle = next(s for s in r["segments"] if s["role"] == "middle")
-        assert [[middle["start"], middle["end"]]] == r["bounds"] and middle["text"] == r["middle"]
+        middle = [s for s in r["segments"] if s["role"] == "middle"]
+        assert [[s["start"], s["end"]] for s in middle] == r["bounds"] and {s["text"] for s in middle} == {r["middle"]}
         starts = [s["start"] for s in r["segments"]]
         assert starts == sorted(starts) and all(a["end"] < b["start"] for a, b in zip(r["segments"], r["segments"][1:]))
-        assert set(r["augmentations"]) == {"noise", "snr_db", "telephone", "reverb", "gain_db"}
+        assert {"seed", "gain_db"} <= set(r["augmentation"]), r["augmentation"]
+        assert r["voice"].startswith(r["engine"] + "/") and r["frame"].startswith("f")
+
+
+@needs_tts
+def test_a_phrase_said_twice_gets_two_bounds_each_around_speech(tmp_path):
+    config = replace(TINY, festival_fraction=0.0)
+    near = near_misses(config.phrase)
+    plan = next(p for i in range(400) if (p := plan_clip(config, near, "train", i, Banks())).words.repeats == 2
+                and p.label == 1)
+    audio, row = render(plan, None, Banks())
+    assert row["text"].count(config.phrase) == 2 and len(row["bounds"]) == 2, row["text"]
+    (s1, e1), (s2, e2) = row["bounds"]
+    assert e1 < s2, row["bounds"]
+    gap = audio[int(e1 * 16000) + 80 : int(s2 * 16000) - 80]
+    for start, end in row["bounds"]:
+        assert np.abs(audio[int(start * 16000) : int(end * 16000)]).max() > 5 * np.abs(gap).max() + 1e-3
 
 
 def test_planned_positives_and_negatives_share_carriers_voices_and_pauses():
     config = SynthConfig(n_train=400, n_test=0)
     near = near_misses(config.phrase, config.hard_negatives)
-    plans = [plan_clip(config, near, "train", i) for i in range(400)]
+    plans = [plan_clip(config, near, "train", i, Banks()) for i in range(400)]
     by_label = {label: [p for p in plans if p.label == label] for label in (0, 1)}
     assert 180 <= len(by_label[1]) <= 220, "positive share far from positive_fraction"
     assert {p.words.kind for p in by_label[0]} == {"hard_negative", "negative"}
     for label, group in by_label.items():
         assert {p.words.position for p in group} == set(POSITIONS), f"label {label} lacks a position"
-        assert {p.engine for p in group} == {"festival", "espeak-ng"}
-        assert 0.15 < np.mean([p.pauses_s for p in group]) < 0.25
+        assert {p.voice.engine for p in group} == {"festival", "espeak-ng"}
+        assert 0.15 < np.mean([x for p in group for x in p.pauses_s]) < 0.25
+        assert {p.words.tempo for p in group} == {"normal", "fast", "slow"} and {p.words.repeats for p in group} == {1, 2}
     for p in plans:
-        assert count(p.words.text, config.phrase) == p.label, p.words.text
+        assert count(p.words.text, config.phrase) == p.label * p.words.repeats, p.words.text
 
 
 def test_a_custom_phrase_gets_derived_near_misses_that_never_contain_it():
@@ -122,8 +147,22 @@ def test_a_custom_phrase_gets_derived_near_misses_that_never_contain_it():
     near = near_misses(config.phrase, config.hard_negatives)
     assert "аллея" in near and near and not any(count(n, "алло") for n in near)
     for i in range(200):  # carriers that say «алло» must be avoided for negatives
-        plan = plan_clip(config, near, "train", i)
-        assert count(plan.words.text, "алло") == plan.label, plan.words.text
+        plan = plan_clip(config, near, "train", i, Banks())
+        assert count(plan.words.text, "алло") == plan.label * plan.words.repeats, plan.words.text
+
+
+def test_the_test_split_uses_voices_and_carrier_frames_the_train_split_never_uses():
+    config = SynthConfig(n_train=3000, n_test=1000)
+    near = near_misses(config.phrase)
+    plans = {split: [plan_clip(config, near, split, i, Banks()) for i in range(n)]
+             for split, n in (("train", 3000), ("test", 1000))}
+    voices_of = {split: {p.voice.id for p in group} for split, group in plans.items()}
+    frames_of = {split: {p.words.frame for p in group} for split, group in plans.items()}
+    assert not voices_of["train"] & voices_of["test"], sorted(voices_of["train"] & voices_of["test"])[:5]
+    assert not frames_of["train"] & frames_of["test"], sorted(frames_of["train"] & frames_of["test"])[:5]
+    bases = {split: {p.voice.base for p in group if p.voice.engine == "espeak-ng"} for split, group in plans.items()}
+    assert not bases["train"] & bases["test"], "an espeak-ng base voice speaks in both splits"
+    assert len(voices_of["train"]) > 100 and len(frames_of["test"]) >= 10
 
 
 @needs_tts
@@ -184,6 +223,7 @@ def test_a_foreign_dataset_directory_is_refused(tmp_path, write_audio):
     ("phrase", "  "), ("n_train", -1), ("n_test", 1.5), ("positive_fraction", 1.2),
     ("hard_negative_fraction", -0.1), ("festival_fraction", "half"), ("snr_db", (30.0, 5.0)),
     ("gain_db", (0.0,)), ("noise_prob", 2), ("telephone_prob", True), ("reverb_prob", float("nan")),
+    ("codec_prob", 1.5), ("speech_prob", -1), ("clipping_prob", "x"),
     ("hard_negatives", ("я не слышу",)), ("hard_negatives", "не слышно"), ("seed", -3), ("workers", 0),
 ])
 def test_config_validation_names_the_field_and_the_value(field, value):
@@ -204,5 +244,5 @@ def test_config_hash_ignores_counts_and_workers_but_not_settings():
 
 def test_check_tts_names_missing_tools_and_the_install_command(monkeypatch):
     monkeypatch.setattr(voices.shutil, "which", lambda name: None)
-    with pytest.raises(RuntimeError, match=r"espeak-ng.*sox.*festival.*apt-get install -y"):
+    with pytest.raises(RuntimeError, match=r"espeak-ng.*festival.*apt-get install -y"):
         check_tts()

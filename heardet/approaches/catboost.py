@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from heardet.approaches.rule import normalize
 from heardet.approaches.transcribed import TranscribingModel
 from heardet.config import is_int, is_number, one_of, setting, validate
-from heardet.cv import CVResult, best_threshold, stratified_folds
+from heardet.cv import CVResult, best_threshold, folds
 from heardet.metrics import score
 
 logger = logging.getLogger(__name__)
@@ -89,14 +89,15 @@ def _classifier(config: CatBoostConfig, iterations: int | None = None):
 
 
 def cross_validate(texts: Sequence[str], labels: Sequence[int], config: CatBoostConfig,
-                   progress: bool = True) -> CVResult:
-    """Stratified k-fold CatBoost with early stopping; returns fold scores and OOF probabilities."""
+                   progress: bool = True, groups: Sequence[str] | None = None) -> CVResult:
+    """k-fold CatBoost with early stopping, folds grouped by ``groups`` (voices) when given
+    (:func:`heardet.cv.folds`); returns fold scores and OOF probabilities."""
     labels = np.asarray(labels, dtype=int)
     features = text_frame(texts)
     oof = np.zeros(len(labels))
     fold_scores, best_iterations, seconds = [], [], []
-    folds = stratified_folds(labels, config.n_folds, config.seed)
-    for fold, (train_idx, val_idx) in enumerate(tqdm(folds, desc="catboost folds", disable=not progress)):
+    splits = folds(labels, config.n_folds, config.seed, groups)
+    for fold, (train_idx, val_idx) in enumerate(tqdm(splits, desc="catboost folds", disable=not progress)):
         start = time.perf_counter()
         model = _classifier(config)
         model.fit(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,11 +33,16 @@ def log_evaluation(split: str, labels: Sequence[int], predictions: Sequence[int]
     return scores
 
 
-def log_cv(cv: CVResult, prefix: str = "cv_", labels: Sequence[int] | None = None) -> None:
+def log_cv(cv: CVResult, prefix: str = "cv_", labels: Sequence[int] | None = None,
+           grouped: bool | None = None) -> None:
     """Per-fold macro F1 with ``step=fold``, plus mean, std, OOF threshold and a fold bar chart;
     with the training ``labels``, also ROC and precision-recall curves of the out-of-fold scores
-    (``plots/oof_roc_pr.png``) and ``<prefix>oof_roc_auc``."""
+    (``plots/oof_roc_pr.png``) and ``<prefix>oof_roc_auc``; ``grouped`` is logged as the tag
+    ``cv_folds`` (``voice-grouped`` or ``stratified``)."""
     import mlflow
+
+    if grouped is not None:
+        mlflow.set_tag("cv_folds", "voice-grouped" if grouped else "stratified")
 
     for fold, f1 in enumerate(cv.fold_f1):
         mlflow.log_metric(f"{prefix}fold_macro_f1", f1, step=fold)
@@ -53,6 +58,20 @@ def log_cv(cv: CVResult, prefix: str = "cv_", labels: Sequence[int] | None = Non
         figure, auc = plots.roc_pr(labels, cv.oof_score)
         mlflow.log_metric(f"{prefix}oof_roc_auc", auc)
         mlflow.log_figure(figure, "plots/oof_roc_pr.png")
+
+
+def log_engine_holdout(results: Mapping[str, Scores]) -> None:
+    """Leave-one-engine-out macro F1 (:func:`heardet.cv.leave_one_engine_out`): ``loeo_macro_f1_<engine>``
+    per held-out engine and ``loeo_macro_f1_mean``; nothing when the data has one engine."""
+    import mlflow
+
+    if not results:
+        logger.info("leave-one-engine-out: skipped (the data names fewer than two engines)")
+        return
+    for engine, scores in results.items():
+        mlflow.log_metric(f"loeo_macro_f1_{engine}", scores.macro_f1)
+        logger.info("leave-one-engine-out: trained without %s, macro F1 on it %.4f", engine, scores.macro_f1)
+    mlflow.log_metric("loeo_macro_f1_mean", float(np.mean([s.macro_f1 for s in results.values()])))
 
 
 def write_submission(ids: Sequence[str], labels: Sequence[int], path: str | Path) -> Path:

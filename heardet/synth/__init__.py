@@ -1,7 +1,8 @@
 """Synthetic training data: Russian TTS clips of the phrase, its near misses and ordinary speech.
 
 ``text`` (what is said) → ``plan`` (every random choice of a clip) → ``voices`` (espeak-ng,
-festival) → ``augment`` (noise, reverb, telephone band, gain) → ``generate`` (the dataset on
+festival, and the speaker transforms that make new voices of them) → :mod:`heardet.augment`
+(noise, background speech, rooms, phone line, codecs, gain) → ``generate`` (the dataset on
 disk, resumable by manifest).
 """
 

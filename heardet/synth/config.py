@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from heardet.config import is_int, is_number, setting, validate
+from heardet.augment import AugmentConfig
+from heardet.config import is_int, is_number, setting, setting_of, validate
 from heardet.synth.text import count, words
 
-GENERATOR_VERSION = 1  # bump when a change to heardet.synth changes the clips a config makes
+GENERATOR_VERSION = 2  # bump when a change to heardet.synth changes the clips a config makes
 
 
 def _is_phrase(value: Any) -> bool:
     return isinstance(value, str) and bool(words(value))
-
-
-def _is_range(low: float, high: float):
-    number = is_number()
-    return lambda v: (isinstance(v, (tuple, list)) and len(v) == 2 and all(map(number, v))
-                      and low <= v[0] <= v[1] <= high)
 
 
 FRACTION = ("a number in [0, 1]", is_number(0, 1))
@@ -31,8 +26,9 @@ FRACTION = ("a number in [0, 1]", is_number(0, 1))
 class SynthConfig:
     """What to generate; validated on creation (``ValueError`` names the field, value and allowed range).
 
-    ``snr_db``/``gain_db`` are (low, high) ranges drawn uniformly per clip; ``hard_negatives``
-    extends the near misses derived for ``phrase``; ``workers`` never changes the clips.
+    The augmentation settings are :class:`heardet.augment.AugmentConfig`'s (``snr_db``/``gain_db``
+    are (low, high) ranges drawn uniformly per clip); ``hard_negatives`` extends the near misses
+    derived for ``phrase``; ``workers`` never changes the clips.
     """
 
     phrase: str = setting("не слышу", "a string with at least one word", _is_phrase, "Target phrase.")
@@ -41,13 +37,14 @@ class SynthConfig:
     positive_fraction: float = setting(0.5, *FRACTION, "Share of clips that say the phrase.")
     hard_negative_fraction: float = setting(0.5, *FRACTION, "Share of negatives that are near misses.")
     festival_fraction: float = setting(0.5, *FRACTION, "Share of clips voiced by festival (rest espeak-ng).")
-    snr_db: tuple[float, float] = setting((5.0, 30.0), "a (low, high) pair in dB with -20 <= low <= high <= 80",
-                                          _is_range(-20.0, 80.0), "Additive noise SNR range, dB.")
-    noise_prob: float = setting(0.6, *FRACTION, "Probability per clip of additive noise (white, pink, babble).")
-    telephone_prob: float = setting(0.3, *FRACTION, "Probability per clip of an 8 kHz, 300-3400 Hz round trip.")
-    reverb_prob: float = setting(0.3, *FRACTION, "Probability per clip of reverberation.")
-    gain_db: tuple[float, float] = setting((-12.0, 3.0), "a (low, high) pair in dB with -60 <= low <= high <= 20",
-                                           _is_range(-60.0, 20.0), "Gain range, dB, relative to speech at -9 dBFS.")
+    noise_prob: float = setting_of(AugmentConfig, "noise_prob")
+    snr_db: tuple[float, float] = setting_of(AugmentConfig, "snr_db")
+    speech_prob: float = setting_of(AugmentConfig, "speech_prob")
+    reverb_prob: float = setting_of(AugmentConfig, "reverb_prob")
+    telephone_prob: float = setting_of(AugmentConfig, "telephone_prob")
+    codec_prob: float = setting_of(AugmentConfig, "codec_prob")
+    clipping_prob: float = setting_of(AugmentConfig, "clipping_prob")
+    gain_db: tuple[float, float] = setting_of(AugmentConfig, "gain_db")
     hard_negatives: tuple[str, ...] = setting((), "a tuple of phrases that do not contain the phrase",
                                               lambda v: isinstance(v, (tuple, list)) and all(map(_is_phrase, v)),
                                               "Extra near-miss phrases.")
@@ -63,6 +60,11 @@ class SynthConfig:
         for name in ("snr_db", "gain_db"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         object.__setattr__(self, "hard_negatives", tuple(self.hard_negatives))
+
+    @property
+    def augment(self) -> AugmentConfig:
+        """The augmentation settings, as the chain takes them."""
+        return AugmentConfig(**{f.name: getattr(self, f.name) for f in fields(AugmentConfig)})
 
     def clip_hash(self) -> str:
         """Hash of the settings that shape clips (not the counts, not ``workers``)."""

@@ -1,11 +1,17 @@
 """Generate a labelled Russian TTS dataset in the competition layout, deterministically and resumably.
 
-Every clip is built the same way whatever its label: a carrier prefix, a *middle* and a carrier suffix
-(either may be absent) are voiced separately by one voice, trimmed of silence and spliced with random
-pauses. The middle is the phrase (positives), a near miss such as «не слышно» (hard negatives) or ordinary
-speech, so only its words tell the classes apart; the phrase bounds are the middle's trimmed extent.
-The words come from :mod:`heardet.synth.text`, every choice from :func:`heardet.synth.plan.plan_clip`;
-this module voices, splices, augments and records them.
+Every clip is built the same way whatever its label: its segments (carrier words, hesitations and the
+*middle*, once or twice) are voiced separately in one base voice, trimmed of silence and spliced with
+random pauses; the whole utterance is then reshaped into the clip's speaker (:func:`voices.reshape`)
+and augmented (:mod:`heardet.augment`). The middle is the phrase (positives), a near miss such as
+«не слышно» (hard negatives) or ordinary speech, so only its words tell the classes apart; the phrase
+bounds are the middle segments' extents. The words come from :mod:`heardet.synth.text`, every choice
+from :func:`heardet.synth.plan.plan_clip`; this module voices, splices, augments and records them.
+
+Besides the clips, a dataset holds ``augment/`` (the room impulse responses and background speech its
+augmentation drew from; fine-tune training draws from them too), ``manifest.jsonl`` (one row per clip:
+words, frame, engine, voice and its settings, bounds, augmentation), ``word_bounds.json`` (train) and
+``test_word_bounds.json`` beside ``test_labels.csv`` (test).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -27,73 +32,97 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from heardet.audio import SAMPLE_RATE, write_wav
+from heardet.augment import Banks, apply, make_rirs
 from heardet.files import atomic_write_text
-from heardet.synth.augment import augment
 from heardet.synth.config import GENERATOR_VERSION, SynthConfig, SynthReport
 from heardet.synth.plan import SPLITS, ClipPlan, plan_clip
-from heardet.synth.text import near_misses
-from heardet.synth.voices import check_tts, festival_batch, voice
+from heardet.synth.text import ORDINARY, near_misses
+from heardet.synth.voices import ESPEAK_VARIANTS, check_tts, espeak, festival_batch, reshape, say, trim
 
 logger = logging.getLogger(__name__)
 
 SPEECH_PEAK = 0.35  # peak of the clean speech before augmentation (about -9 dBFS)
 MIN_CLIP_S = 1.2  # shorter clips get a longer trailing silence, seconds
+NOISE_FLOOR = 3e-4  # std of the white noise floor every clip gets (about -70 dBFS), so pauses are not digital zero
+N_RIRS = 32  # room impulse responses in a dataset's bank
+N_BACKGROUND = 24  # background-speech recordings in a dataset's bank
+BACKGROUND_SENTENCES = 8  # ordinary sentences per background recording
+TEST_BOUNDS_FILE = "test_word_bounds.json"
+FESTIVAL_CACHE = ".cache/festival"  # festival renderings by text, inside the dataset folder while it is made
 
 
-def render(plan: ClipPlan, festival: dict[str, Path]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Voice, splice and augment one clip; returns the audio and its manifest row."""
-    said = plan.words
-    parts = [("prefix", said.prefix), ("middle", said.middle), ("suffix", said.suffix)]
-    voiced = [(role, text, voice(plan.engine, plan.voice, plan.rate, plan.pitch, text, festival))
-              for role, text in parts if text]
-    pieces, segments = [np.zeros(int(plan.edges_s[0] * SAMPLE_RATE), np.float32)], []
-    cursor = len(pieces[0])
-    for k, (role, text, audio) in enumerate(voiced):
+def render(plan: ClipPlan, festival_cache: Path | None, banks: Banks) -> tuple[np.ndarray, dict[str, Any]]:
+    """Voice, splice, reshape into the planned speaker and augment one clip; returns the audio and its manifest row."""
+    voiced = [(seg, say(plan.voice, seg.text, plan.middle_tempo if seg.role == "middle" else 1.0, festival_cache))
+              for seg in plan.words.segments]
+    pieces, spans, cursor = [], [], 0
+    for k, (_, audio) in enumerate(voiced):
         if k:
             pieces.append(np.zeros(int(plan.pauses_s[k - 1] * SAMPLE_RATE), np.float32))
             cursor += len(pieces[-1])
-        segments.append({"role": role, "text": text, "start": round(cursor / SAMPLE_RATE, 3),
-                         "end": round((cursor + len(audio)) / SAMPLE_RATE, 3)})
+        spans.append((cursor, cursor + len(audio)))
         pieces.append(audio)
         cursor += len(audio)
-    tail = max(int(plan.edges_s[1] * SAMPLE_RATE), int(MIN_CLIP_S * SAMPLE_RATE) - cursor)
-    pieces.append(np.zeros(tail, np.float32))
     speech = np.concatenate(pieces)
-    scale = SPEECH_PEAK / (np.max(np.abs(speech)) + 1e-12)
-    power = float(np.mean(np.concatenate([a for _, _, a in voiced]) ** 2)) * scale**2  # active speech only
-    audio, applied = augment(plan, speech * scale, power)
-    middle = next(s for s in segments if s["role"] == "middle")
+    shaped = reshape(plan.voice, speech)
+    ratio = len(shaped) / len(speech)  # the speaker transform scales every time in the utterance
+    lead = int(plan.edges_s[0] * SAMPLE_RATE)
+    tail = max(int(plan.edges_s[1] * SAMPLE_RATE), int(MIN_CLIP_S * SAMPLE_RATE) - lead - len(shaped))
+    clean = np.concatenate([np.zeros(lead, np.float32), shaped, np.zeros(tail, np.float32)])
+    clean *= SPEECH_PEAK / (np.max(np.abs(clean)) + 1e-12)
+    clean += np.random.default_rng([plan.seed, SPLITS.index(plan.split), plan.index, 2]).standard_normal(
+        len(clean)).astype(np.float32) * NOISE_FLOOR
+    audio = apply(plan.augment, clean, banks)
+    segments = [{"role": seg.role, "text": seg.text, "start": round((lead + a * ratio) / SAMPLE_RATE, 3),
+                 "end": round((lead + b * ratio) / SAMPLE_RATE, 3)} for (seg, _), (a, b) in zip(voiced, spans)]
+    said, speaker = plan.words, plan.voice
     row = {"id": plan.id, "split": plan.split, "index": plan.index, "label": plan.label, "kind": said.kind,
-           "text": said.text, "middle": said.middle, "position": said.position, "engine": plan.engine,
-           "voice": plan.voice, "rate": plan.rate, "pitch": plan.pitch}
-    row.update(bounds=[[middle["start"], middle["end"]]], duration=round(len(audio) / SAMPLE_RATE, 3),
-               segments=segments, augmentations=applied)
+           "text": said.text, "middle": said.middle, "frame": said.frame, "position": said.position,
+           "tempo": said.tempo, "repeats": said.repeats, "engine": speaker.engine, "voice": speaker.id,
+           "voice_settings": {"base": speaker.base, "formant": speaker.formant, "rate": speaker.rate,
+                              "pitch": speaker.pitch}}
+    row.update(bounds=[[s["start"], s["end"]] for s in segments if s["role"] == "middle"],
+               duration=round(len(audio) / SAMPLE_RATE, 3), segments=segments, augmentation=plan.augment.describe())
     return audio, row
 
 
 def _render_chunk(out_dir: str, plans: list[ClipPlan]) -> list[tuple[str, dict | None, str | None]]:
-    """Worker: render a chunk of clips and move each wav into place; one festival process per chunk."""
+    """Worker: render a chunk of clips and move each wav into place."""
     out, results = Path(out_dir), []
-    with tempfile.TemporaryDirectory(prefix="heardet-synth-") as tmp:
-        festival, festival_error = {}, None
-        texts = [t for p in plans if p.engine == "festival" for t in (p.words.prefix, p.words.middle, p.words.suffix)
-                 if t]
+    banks = Banks.of_dataset(out)
+    for plan in plans:
         try:
-            festival = festival_batch(texts, Path(tmp)) if texts else {}
-        except Exception as exc:  # noqa: BLE001 - fail its clips, let the espeak clips of the chunk go on
-            festival_error = str(exc)
-        for plan in plans:
-            try:
-                if plan.engine == "festival" and festival_error:
-                    raise RuntimeError(festival_error)
-                audio, row = render(plan, festival)
-                staging = out / ".tmp" / f"{plan.id}.wav"  # same file system: the rename is atomic
-                write_wav(staging, audio)
-                os.replace(staging, out / f"wav_{plan.split}" / f"{plan.id}.wav")
-                results.append((plan.id, row, None))
-            except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the dataset
-                results.append((plan.id, None, f"{type(exc).__name__}: {exc}"))
+            audio, row = render(plan, out / FESTIVAL_CACHE, banks)
+            staging = out / ".tmp" / f"{plan.id}.wav"  # same file system: the rename is atomic
+            write_wav(staging, audio)
+            os.replace(staging, out / f"wav_{plan.split}" / f"{plan.id}.wav")
+            results.append((plan.id, row, None))
+        except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the dataset
+            results.append((plan.id, None, f"{type(exc).__name__}: {exc}"))
     return results
+
+
+def _festival_chunk(cache: str, texts: list[str]) -> str | None:
+    """Worker: render festival texts into the cache; returns the error, if any."""
+    try:
+        festival_batch(texts, Path(cache))
+        return None
+    except Exception as exc:  # noqa: BLE001 - its clips fail and are reported; the others go on
+        return str(exc)
+
+
+def make_background_speech(out_dir: Path, count: int, seed: int) -> None:
+    """``count`` recordings of ordinary speech (espeak-ng, any variant) for background-speech augmentation."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        path = out_dir / f"speech_{k:03d}.wav"
+        if path.is_file():
+            continue
+        rng = np.random.default_rng([seed, 11, k])
+        variant = ESPEAK_VARIANTS[int(rng.integers(len(ESPEAK_VARIANTS)))]
+        text = ", ".join(ORDINARY[int(i)] for i in rng.integers(len(ORDINARY), size=BACKGROUND_SENTENCES))
+        speech = trim(espeak(text, f"ru+{variant}", int(rng.integers(130, 190)), int(rng.integers(20, 80))), text)
+        write_wav(path, speech * np.float32(SPEECH_PEAK / (np.max(np.abs(speech)) + 1e-12)))
 
 
 def _record_config(out: Path, config: SynthConfig) -> None:
@@ -139,8 +168,9 @@ def _read_manifest(out: Path) -> dict[str, dict[str, Any]]:
 def _write_outputs(out: Path, rows: dict[str, dict[str, Any]]) -> None:
     ordered = [rows[k] for k in sorted(rows)]
     atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
-    bounds = [f'  "{r["id"]}": {json.dumps(r["bounds"])}' for r in ordered if r["split"] == "train" and r["label"]]
-    atomic_write_text(out / "word_bounds.json", "{\n" + ",\n".join(bounds) + "\n}\n" if bounds else "{}\n")
+    for split, name in (("train", "word_bounds.json"), ("test", TEST_BOUNDS_FILE)):
+        bounds = [f'  "{r["id"]}": {json.dumps(r["bounds"])}' for r in ordered if r["split"] == split and r["label"]]
+        atomic_write_text(out / name, "{\n" + ",\n".join(bounds) + "\n}\n" if bounds else "{}\n")
     labels = "".join(f"{r['id']},{r['label']}\n" for r in ordered if r["split"] == "test")
     atomic_write_text(out / "test_labels.csv", "id,label\n" + labels)
 
@@ -177,12 +207,17 @@ def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progres
     near = near_misses(config.phrase, config.hard_negatives)
     if not near and config.hard_negative_fraction > 0:
         logger.warning("no near misses could be derived for %r; hard negatives become ordinary speech", config.phrase)
+    banks = Banks.of_dataset(out)
+    make_rirs(banks.root / "rirs", N_RIRS, config.seed)
+    make_background_speech(banks.root / "speech", N_BACKGROUND, config.seed)
     todo = [plan for split in SPLITS for i in range(counts[split])
-            if (plan := plan_clip(config, near, split, i)).id not in rows]
+            if (plan := plan_clip(config, near, split, i, banks)).id not in rows]
     skipped = config.n_train + config.n_test - len(todo)
     logger.info("synth into %s: %d clips to make, %d already there", out, len(todo), skipped)
     size = max(1, min(32, math.ceil(len(todo) / (config.workers * 3))))  # ~3 chunks per worker, <= 32 clips
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    texts = sorted({s.text for p in todo if p.voice.engine == "festival" for s in p.words.segments})
+    text_chunks = [texts[i :: config.workers * 2] for i in range(config.workers * 2) if texts[i :: config.workers * 2]]
     failures: list[str] = []
     with tqdm(total=len(todo), desc="synth", unit="clip", disable=not progress) as bar, \
             open(out / "manifest.jsonl", "a", encoding="utf-8") as manifest:
@@ -198,19 +233,21 @@ def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progres
                     manifest.flush()
             bar.update(len(results))
 
-        if config.workers == 1 or len(chunks) <= 1:
-            for chunk in chunks:
-                collect(_render_chunk(str(out), chunk))
-        else:
-            # fork: callers need no `if __name__ == "__main__"` guard; the workers only run numpy and subprocesses
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            context = multiprocessing.get_context(method)
-            with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
-                for future in as_completed([pool.submit(_render_chunk, str(out), chunk) for chunk in chunks]):
-                    collect(future.result())
+        # fork: callers need no `if __name__ == "__main__"` guard; the workers only run numpy and subprocesses
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context(method)) as pool:
+            cache = str(out / FESTIVAL_CACHE)
+            logger.info("festival: %d distinct texts to render (cached in %s)", len(texts), cache)
+            errors = [e for e in pool.map(_festival_chunk, [cache] * len(text_chunks), text_chunks) if e]
+            for error in errors[:3]:
+                logger.warning("festival failed for some texts (their clips will fail): %s", error)
+            for future in as_completed([pool.submit(_render_chunk, str(out), chunk) for chunk in chunks]):
+                collect(future.result())
     _write_outputs(out, rows)
     _record_config(out, config)  # now with these counts
     shutil.rmtree(out / ".tmp", ignore_errors=True)
+    if not failures:
+        shutil.rmtree(out / ".cache", ignore_errors=True)  # kept after a failure, so a rerun starts warm
     if failures:
         raise RuntimeError(f"{len(failures)} clip(s) could not be made (the other clips are kept; rerun to retry): "
                            + "; ".join(failures[:3]))

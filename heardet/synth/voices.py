@@ -1,31 +1,93 @@
-"""The speech engines: espeak-ng and festival (Russian), with sox for tempo and pitch."""
+"""The speakers: espeak-ng and festival (Russian), made into many voices by pitch, formant and tempo changes.
+
+A :class:`Voice` is an engine's base voice plus a *formant factor*: the whole utterance is resampled
+by that factor (a vocal-tract-length and speed perturbation: formants, pitch and tempo move
+together), then, for festival, time-stretched back and pitch-shifted with pedalboard (Rubber Band,
+formants preserved). espeak-ng varies rate and pitch natively. A voice's id names its engine, base
+voice and formant bin; the test split uses ids the train split never uses (:func:`draw_voice`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
 from heardet.audio import SAMPLE_RATE, resample
 
 FESTIVAL_VOICE = "voice_msu_ru_nsh_clunits"
+FESTIVAL_BASE = "msu_ru_nsh"
 FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices/russian/msu_ru_nsh_clunits",)
 ESPEAK_VARIANTS = tuple(
     "m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f4 f5 klatt klatt2 klatt3 klatt4 Alex Andy Annie aunty belinda boris david "
     "Denis Diogo ed edward Gene grandma grandpa Hugo iven john Lee linda Marco max Michael norbert paul pedro "
     "quincy rob robert sandro shelby steph travis victor zac anika".split())
-ESPEAK_RATE_WPM = (120, 190)
-ESPEAK_PITCH = (30, 70)  # espeak-ng pitch units, 0..99
-FESTIVAL_TEMPO = (0.85, 1.15)  # sox tempo factor applied to festival speech
-FESTIVAL_PITCH_CENTS = (-250, 250)  # sox pitch shift applied to festival speech
+TEST_VARIANT_EVERY = 4  # every 4th espeak-ng variant (m4, m8, f4, …) speaks in the test split only
+ESPEAK_RATE_WPM = (110, 200)
+ESPEAK_PITCH = (20, 80)  # espeak-ng pitch units, 0..99
+FORMANT_BINS = ((0.88, 0.92), (0.92, 0.96), (0.96, 1.0), (1.0, 1.04), (1.04, 1.08), (1.08, 1.12))
+FESTIVAL_TEST_BINS = (1, 4)  # festival has one base speaker: these formant bins speak in the test split only
+FESTIVAL_TEMPO = (0.85, 1.2)  # tempo factor of festival speech
+FESTIVAL_SEMITONES = (-4, 4)  # pitch shift of festival speech, whole semitones (Rubber Band is 6x slower
+#                               on fractional shifts; the formant factor makes the pitch continuous anyway)
 TRIM_DB = 35.0  # a 10 ms frame this far below the loudest frame counts as silence
 
 
+@dataclass(frozen=True)
+class Voice:
+    """One speaker. ``rate``: words per minute (espeak-ng) or tempo factor (festival); ``pitch``: espeak-ng
+    pitch units (0..99) or festival semitones; ``formant``: the resampling factor (> 1 is a shorter tract)."""
+
+    engine: str  # espeak-ng | festival
+    base: str  # espeak-ng voice "ru+m3", or FESTIVAL_BASE
+    formant: float
+    rate: float
+    pitch: int
+
+    @property
+    def formant_bin(self) -> int:
+        return next((k for k, (_, high) in enumerate(FORMANT_BINS) if self.formant < high), len(FORMANT_BINS) - 1)
+
+    @property
+    def id(self) -> str:
+        """Engine, base voice and formant bin; festival (one base speaker) also its pitch shift."""
+        pitch = f"p{self.pitch:+d}" if self.engine == "festival" else ""
+        return f"{self.engine}/{self.base}/f{self.formant_bin}{pitch}"
+
+
+def espeak_variants(split: str) -> list[str]:
+    """The espeak-ng variants that speak in ``split``: train and test never share one."""
+    test = split == "test"
+    return [v for k, v in enumerate(ESPEAK_VARIANTS) if (k % TEST_VARIANT_EVERY == TEST_VARIANT_EVERY - 1) == test]
+
+
+def festival_bins(split: str) -> list[int]:
+    return [k for k in range(len(FORMANT_BINS)) if (k in FESTIVAL_TEST_BINS) == (split == "test")]
+
+
+def draw_voice(engine: str, split: str, rng: np.random.Generator) -> Voice:
+    """A new speaker of ``engine`` for a clip of ``split``, drawn from the voices that split may use."""
+    if engine == "festival":
+        bins = festival_bins(split)
+        low, high = FORMANT_BINS[bins[int(rng.integers(len(bins)))]]
+        formant = low + (high - low) * float(rng.uniform(0.02, 0.98))  # clear of the edges: rounding keeps the bin
+        return Voice("festival", FESTIVAL_BASE, round(formant, 4), round(float(rng.uniform(*FESTIVAL_TEMPO)), 3),
+                     int(rng.integers(FESTIVAL_SEMITONES[0], FESTIVAL_SEMITONES[1] + 1)))
+    variants = espeak_variants(split)
+    base = f"ru+{variants[int(rng.integers(len(variants)))]}"
+    formant = float(rng.uniform(FORMANT_BINS[0][0], FORMANT_BINS[-1][1]))
+    return Voice("espeak-ng", base, round(formant, 4), int(rng.integers(ESPEAK_RATE_WPM[0], ESPEAK_RATE_WPM[1] + 1)),
+                 int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1)))
+
+
 def check_tts(festival: bool = True) -> None:
-    """Check that espeak-ng (Russian), sox and, if ``festival``, festival with festvox-ru are installed.
+    """Check that espeak-ng (Russian) and, if ``festival``, festival with festvox-ru are installed.
 
     Raises:
         RuntimeError: naming what is missing and the ``apt-get install`` command that adds it.
@@ -36,8 +98,6 @@ def check_tts(festival: bool = True) -> None:
     elif not re.search(r"\bru\b", subprocess.run(["espeak-ng", "--voices=ru"], capture_output=True,
                                                   text=True, check=False).stdout):
         missing.append("espeak-ng-data (Russian voice 'ru')")
-    if shutil.which("sox") is None:
-        missing.append("sox")
     if festival and shutil.which("festival") is None:
         missing += ["festival", "festvox-ru"]
     elif festival and not any(Path(d).is_dir() for d in FESTIVAL_VOICE_DIRS):
@@ -49,7 +109,7 @@ def check_tts(festival: bool = True) -> None:
 
 
 def run_tool(cmd: list[str], stdin: bytes | None = None, timeout: float = 120) -> bytes:
-    """Run a TTS or audio tool; its failure becomes a RuntimeError carrying its stderr."""
+    """Run a TTS tool; its failure becomes a RuntimeError carrying its stderr."""
     try:
         done = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -60,36 +120,50 @@ def run_tool(cmd: list[str], stdin: bytes | None = None, timeout: float = 120) -
     return done.stdout
 
 
-def wav_from(cmd: list[str], stdin: bytes | None = None) -> np.ndarray:
-    """Run a command that writes a WAV to stdout; return it as mono float32 at ``SAMPLE_RATE``."""
+def read_wav(data: bytes | Path, what: str) -> np.ndarray:
+    """A WAV (bytes or file) as mono float32 at ``SAMPLE_RATE``."""
     import soundfile as sf
 
     try:
-        audio, sr = sf.read(io.BytesIO(run_tool(cmd, stdin)), dtype="float32", always_2d=True)
+        audio, sr = sf.read(io.BytesIO(data) if isinstance(data, bytes) else data, dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as exc:
-        raise RuntimeError(f"{' '.join(cmd[:3])} gave no usable audio: {exc}") from None
+        raise RuntimeError(f"{what} gave no usable audio: {exc}") from None
     return resample(audio.mean(axis=1), int(sr), SAMPLE_RATE)
 
 
 def espeak(text: str, voice: str, rate: int, pitch: int = 50) -> np.ndarray:
     """``text`` said by espeak-ng ``voice`` at ``rate`` words per minute and ``pitch`` (0..99)."""
     cmd = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout"]
-    return wav_from(cmd, stdin=text.encode("utf-8"))  # stdin: a text starting with "-" is no option
+    return read_wav(run_tool(cmd, stdin=text.encode("utf-8")), f"espeak-ng -v {voice}")  # stdin: no option parsing
 
 
-def festival_batch(texts: list[str], workdir: Path) -> dict[str, Path]:
-    """Synthesize every text with one festival process (it costs ~1.3 s to start); returns text -> wav."""
-    paths = {text: workdir / f"fest_{i}.wav" for i, text in enumerate(dict.fromkeys(texts))}
+def festival_path(cache: Path, text: str) -> Path:
+    """Where festival's rendering of ``text`` is kept (festival is deterministic: one rendering per text)."""
+    return cache / f"{hashlib.sha1(text.encode('utf-8')).hexdigest()[:20]}.wav"
+
+
+def festival_batch(texts: list[str], cache: Path) -> None:
+    """Render every text not yet in ``cache`` with one festival process (it costs ~1.3 s to start)."""
+    todo = [t for t in dict.fromkeys(texts) if not festival_path(cache, t).is_file()]
+    if not todo:
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = cache / f".batch-{hashlib.sha1(''.join(todo).encode('utf-8')).hexdigest()[:12]}"
+    staging.mkdir(exist_ok=True)
     lines = [f"({FESTIVAL_VOICE})"]
-    for text, path in paths.items():
+    for k, text in enumerate(todo):
         said = text.replace("\\", " ").replace('"', " ")  # a Scheme string cannot hold these
-        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{said}")) "{path}" \'riff)')
-    (workdir / "batch.scm").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    run_tool(["festival", "-b", str(workdir / "batch.scm")], timeout=60 + 5 * len(paths))
-    lost = [text for text, path in paths.items() if not path.is_file()]
-    if lost:
-        raise RuntimeError(f"festival wrote no audio for {len(lost)} text(s), e.g. {lost[0]!r}")
-    return paths
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{said}")) "{staging / f"{k}.wav"}" \'riff)')
+    (staging / "batch.scm").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        run_tool(["festival", "-b", str(staging / "batch.scm")], timeout=60 + 5 * len(todo))
+        lost = [text for k, text in enumerate(todo) if not (staging / f"{k}.wav").is_file()]
+        if lost:
+            raise RuntimeError(f"festival wrote no audio for {len(lost)} text(s), e.g. {lost[0]!r}")
+        for k, text in enumerate(todo):
+            (staging / f"{k}.wav").replace(festival_path(cache, text))  # atomic: a cached file is whole
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def trim(audio: np.ndarray, what: str) -> np.ndarray:
@@ -103,16 +177,32 @@ def trim(audio: np.ndarray, what: str) -> np.ndarray:
     return audio[max(0, (loud[0] - 1) * hop) : min(len(audio), (loud[-1] + 2) * hop)]
 
 
-def voice(engine: str, name: str, rate: float, pitch: int, text: str, festival: dict[str, Path]) -> np.ndarray:
-    """``text`` said by voice ``name`` of ``engine``, trimmed of silence.
+def stretch(audio: np.ndarray, tempo: float, semitones: int = 0) -> np.ndarray:
+    """``audio`` played ``tempo`` times as fast and ``semitones`` higher, formants kept (Rubber Band)."""
+    from pedalboard import time_stretch
 
-    For festival, ``rate`` is a sox tempo factor and ``pitch`` a shift in cents applied to the
-    speech :func:`festival_batch` rendered (``festival``: text → wav); for espeak-ng they are
-    words per minute and pitch units (0..99).
-    """
-    if engine == "festival":
-        tempo, pitch = str(rate), str(pitch)
-        cmd = ["sox", "-R", str(festival[text]), "-t", "wav", "-e", "floating-point", "-b", "32", "-",
-               "tempo", "-s", tempo, "pitch", pitch]  # float output: no random dither, repeatable
-        return trim(wav_from(cmd), text)
-    return trim(espeak(text, name, int(rate), pitch), text)
+    if tempo == 1.0 and semitones == 0:
+        return audio
+    out = time_stretch(audio.astype(np.float32), SAMPLE_RATE, stretch_factor=float(tempo),
+                       pitch_shift_in_semitones=float(semitones), high_quality=False)
+    return np.asarray(out[0], dtype=np.float32)
+
+
+def say(voice: Voice, text: str, tempo: float, festival_cache: Path | None) -> np.ndarray:
+    """One segment in ``voice``'s base voice at ``tempo`` × its rate, trimmed of silence (before :func:`reshape`)."""
+    if voice.engine == "festival":
+        if festival_cache is None or not festival_path(festival_cache, text).is_file():
+            raise RuntimeError(f"no festival rendering of {text!r}: call festival_batch first")
+        return stretch(trim(read_wav(festival_path(festival_cache, text), "festival"), text), tempo)
+    return trim(espeak(text, voice.base, int(round(voice.rate * tempo)), voice.pitch), text)
+
+
+def reshape(voice: Voice, speech: np.ndarray) -> np.ndarray:
+    """The speaker transform of a whole utterance: resample by the formant factor; festival also gets its
+    tempo and pitch. Times in the result are times in ``speech`` × ``len(result) / len(speech)``."""
+    import soxr
+
+    moved = soxr.resample(speech.astype(np.float32), SAMPLE_RATE * voice.formant, SAMPLE_RATE, quality="HQ")
+    if voice.engine == "festival":
+        moved = stretch(moved, voice.rate / voice.formant, voice.pitch)  # back to the voice's own tempo
+    return np.asarray(moved, dtype=np.float32)

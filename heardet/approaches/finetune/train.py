@@ -36,6 +36,7 @@ from heardet.approaches.finetune.model import (
     save_classifier,
 )
 from heardet.audio import SAMPLE_RATE, AudioError, load_audio
+from heardet.augment import Banks, augment
 from heardet.config import (
     is_bool,
     is_int,
@@ -45,8 +46,9 @@ from heardet.config import (
     setting,
     validate,
 )
-from heardet.cv import CVResult, best_threshold, stratified_folds
-from heardet.data import Bounds, Clip
+from heardet.cv import CVResult, best_threshold
+from heardet.cv import folds as cv_folds
+from heardet.data import Bounds, Clip, groups_of
 from heardet.devices import is_device, torch_device
 from heardet.metrics import Scores, score
 
@@ -57,8 +59,6 @@ logger = logging.getLogger(__name__)
 
 REFIT_MODES = ("all", "best_fold")
 MAX_SHIFT_S = 0.5  # augmentation: up to this much leading silence, seconds
-GAIN_DB = 6.0  # augmentation: gain drawn from [-GAIN_DB, +GAIN_DB] dB
-SNR_DB = (10.0, 30.0)  # augmentation: white-noise signal-to-noise ratio range, dB
 
 EncoderFactory = Callable[[str, float], tuple[EncoderClassifier, "WhisperFeatureExtractor"]]
 StepCallback = Callable[[int | None, int, float], None]
@@ -135,12 +135,17 @@ class LabelledAudio:
     audios: tuple[np.ndarray, ...]
     labels: np.ndarray
     bounds: tuple[Bounds, ...]
+    voices: tuple[str, ...] = ()  # one per clip when known (synth data): folds never split a voice
+    engines: tuple[str, ...] = ()  # one per clip when known: for the leave-one-engine-out score
+    banks: Banks = Banks()  # room impulse responses and background speech for training-time augmentation
 
     def __post_init__(self) -> None:
         sizes = {"ids": len(self.ids), "audios": len(self.audios), "labels": len(self.labels),
                  "bounds": len(self.bounds)}
+        sizes.update({k: len(v) for k, v in (("voices", self.voices), ("engines", self.engines)) if v})
         if len(set(sizes.values())) != 1:
-            raise ValueError(f"LabelledAudio needs one id, array, label and bounds per clip; got {sizes}")
+            raise ValueError(f"LabelledAudio needs one id, array, label and bounds (and voice and engine, where "
+                             f"given) per clip; got {sizes}")
         if not set(np.unique(self.labels).tolist()) <= {0, 1}:
             raise ValueError(f"labels must be 0 or 1, found {sorted(set(np.unique(self.labels).tolist()))}")
         if len(self.ids) < 2:
@@ -155,8 +160,11 @@ class LabelledAudio:
                    np.asarray(list(labels), dtype=int), tuple(tuple(b) for b in bounds))
 
     def subset(self, rows: Sequence[int]) -> LabelledAudio:
-        return LabelledAudio(tuple(self.ids[i] for i in rows), tuple(self.audios[i] for i in rows),
-                             self.labels[np.asarray(rows, dtype=int)], tuple(self.bounds[i] for i in rows))
+        def pick(values: tuple) -> tuple:
+            return tuple(values[i] for i in rows) if values else ()
+
+        return LabelledAudio(pick(self.ids), pick(self.audios), self.labels[np.asarray(rows, dtype=int)],
+                             pick(self.bounds), pick(self.voices), pick(self.engines), self.banks)
 
     def subsample(self, max_clips: int, seed: int) -> LabelledAudio:
         """A stratified subsample of ``max_clips`` clips (all of them when 0 or more than there are)."""
@@ -217,9 +225,12 @@ def prepare_examples(clips: Sequence[Clip], max_clips: int = 0, seed: int = 42,
             failed.append(str(exc))
     if failed:
         logger.warning("Skipped %d unreadable training clips: %s", len(failed), "; ".join(failed[:10]))
-    examples = LabelledAudio(tuple(c.id for c, _ in loaded), tuple(a for _, a in loaded),
-                             np.asarray([c.label for c, _ in loaded], dtype=int),
-                             tuple(tuple(c.bounds) for c, _ in loaded))
+    kept = [c for c, _ in loaded]
+    roots = {c.path.parent.parent for c in kept}
+    examples = LabelledAudio(tuple(c.id for c in kept), tuple(a for _, a in loaded),
+                             np.asarray([c.label for c in kept], dtype=int), tuple(tuple(c.bounds) for c in kept),
+                             tuple(groups_of(kept, "voice") or ()), tuple(groups_of(kept, "engine") or ()),
+                             Banks.of_dataset(roots.pop()) if len(roots) == 1 else Banks())
     return examples.subsample(max_clips, seed)
 
 
@@ -242,14 +253,11 @@ def training_crop(audio: np.ndarray, label: int, bounds: Bounds, max_seconds: fl
     return audio[start : start + size]
 
 
-def augment_audio(audio: np.ndarray, max_seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Random leading silence (time shift), gain and white noise; the result fits ``max_seconds``."""
+def augment_audio(audio: np.ndarray, max_seconds: float, rng: np.random.Generator, banks: Banks) -> np.ndarray:
+    """Random leading silence (time shift), then the :mod:`heardet.augment` chain; the result fits ``max_seconds``."""
     room = int(round(max_seconds * SAMPLE_RATE)) - len(audio)
     shift = int(rng.integers(0, min(int(MAX_SHIFT_S * SAMPLE_RATE), room) + 1)) if room > 0 else 0
-    out = np.concatenate([np.zeros(shift, dtype=np.float32), audio]) * 10 ** (rng.uniform(-GAIN_DB, GAIN_DB) / 20)
-    rms = float(np.sqrt(np.mean(out**2))) + 1e-8
-    out = out + rng.normal(0.0, rms / 10 ** (rng.uniform(*SNR_DB) / 20), len(out))
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    return augment(np.concatenate([np.zeros(shift, dtype=np.float32), audio]), rng, banks)
 
 
 def _set_encoder_trainable(model: EncoderClassifier, trainable: bool) -> None:
@@ -292,7 +300,7 @@ def train_model(model: EncoderClassifier, feature_extractor: WhisperFeatureExtra
                 clips = [training_crop(examples.audios[i], int(examples.labels[i]), examples.bounds[i],
                                        config.max_seconds, rng) for i in rows]
                 if config.augment:
-                    clips = [augment_audio(c, config.max_seconds, rng) for c in clips]
+                    clips = [augment_audio(c, config.max_seconds, rng, examples.banks) for c in clips]
                 feats, lengths = collate([log_mel(feature_extractor, c) for c in clips], device)
                 target = torch.as_tensor(examples.labels[rows], dtype=torch.long, device=device)
                 with autocast(device):
@@ -346,7 +354,8 @@ class FinetuneCV:
 def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None,
                    encoder_factory: EncoderFactory | None = None, progress: bool = True,
                    on_step: StepCallback | None = None, on_fold: FoldCallback | None = None) -> FinetuneCV:
-    """Stratified k-fold fine-tuning; each fold starts from the same pretrained weights.
+    """k-fold fine-tuning, folds grouped by voice when ``examples`` know their voices (:func:`heardet.cv.folds`);
+    each fold starts from the same pretrained weights.
 
     Args:
         examples: the labelled clips (``config.max_train_clips`` subsamples them).
@@ -364,7 +373,7 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
     """
     config = config or FinetuneConfig()
     examples = examples.subsample(config.max_train_clips, config.seed)
-    folds = stratified_folds(examples.labels, config.n_folds, config.seed)
+    folds = cv_folds(examples.labels, config.n_folds, config.seed, examples.voices or None)
     base, feature_extractor = _base_model(config, encoder_factory)
     oof = np.zeros(len(examples.ids))
     fold_scores: list[Scores] = []

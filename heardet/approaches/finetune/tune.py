@@ -209,9 +209,9 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
     Raises:
         ValueError: the folds do not fit the data, or the study exists with other settings.
     """
-    from heardet.cv import stratified_folds
+    from heardet.cv import folds
 
-    stratified_folds(examples.labels, base.n_folds, base.seed)  # fail now, not once per trial
+    folds(examples.labels, base.n_folds, base.seed, examples.voices or None)  # fail now, not once per trial
     study = open_study(config, base)
     numbers: list[int] = []
     objective = _objective(examples, config, base, encoder_factory or _cached_factory(), data_name, progress,
