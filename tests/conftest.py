@@ -132,6 +132,14 @@ class FakeTranscriber:
         return Transcriber.transcribe(self, *args, **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def private_cache(request, monkeypatch, tmp_path_factory):
+    """Every fast test caches (transcripts, encoder features, converted models) under its own tmp folder;
+    slow tests use the real cache, where the converted Whisper base lives."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("HEARDET_CACHE", str(tmp_path_factory.mktemp("heardet-cache")))
+
+
 @pytest.fixture
 def fake_asr(monkeypatch, tmp_path):
     """Replace Whisper with FakeTranscriber everywhere and point caches at tmp_path."""

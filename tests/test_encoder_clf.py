@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from heardet.approaches.finetune.features import pad_states
 from heardet.approaches.finetune.model import (
     EncoderClassifier,
     collate,
@@ -178,9 +179,13 @@ def test_windowed_scoring_finds_the_window_with_the_burst(tiny_whisper):
         def train(self, mode=True):
             return self
 
-        def __call__(self, feats, lengths):
-            peak = torch.stack([feats[i, burst_bin, : int(n)].max() for i, n in enumerate(lengths)])
-            return torch.stack([torch.zeros_like(peak), 8 * (peak - 0.5)], dim=1)
+        def encode(self, feats, lengths):
+            valid = torch.arange(feats.shape[-1])[None, :] < lengths[:, None]
+            return feats, valid
+
+        def classify(self, feats, valid):
+            peak = torch.stack([feats[i, burst_bin, : int(n)].max() for i, n in enumerate(valid.sum(dim=1))])
+            return torch.stack([torch.zeros_like(peak), 8 * (peak - 0.5)], dim=1), None
 
     recording, quiet = with_burst(noise(60.0, 7), start_s=41.0), noise(60.0, 9)
     found, other = predict_audio(BurstDetector(), fe, [recording, quiet], max_seconds=10.0, batch_size=4)
@@ -207,3 +212,94 @@ def test_a_bad_config_value_names_the_field(field, value):
 def test_config_defaults_are_valid_and_loggable():
     params = dataclasses.asdict(FinetuneConfig())
     assert params["model"] == "whisper-base" and params["refit"] == "all" and params["eval_batch_size"] == 8
+
+
+def test_frame_pooling_lies_between_the_mean_and_the_max_of_the_valid_frames():
+    from heardet.approaches.finetune.model import soft_max_pool
+
+    logits = torch.tensor([[0.0, 4.0, -2.0, 99.0]])
+    valid = torch.tensor([[True, True, True, False]])
+    pooled = float(soft_max_pool(logits, valid)[0])
+    assert 2 / 3 < pooled < 4.0, "log-mean-exp must sit between the mean and the max, ignoring the padded frame"
+
+
+def test_a_frame_model_scores_padded_clips_like_lone_ones_and_says_where_the_phrase_is(tiny_whisper):
+    torch.manual_seed(0)
+    model, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
+    model = model.with_pooling("frames").eval()
+    short, long = noise(1.23, 0), noise(4.0, 1)
+    np.testing.assert_allclose(predict_proba(model, fe, [short, long], batch_size=2)[0],
+                               predict_proba(model, fe, [short], batch_size=1)[0], atol=1e-5)
+    scored = predict_audio(model, fe, [long], max_seconds=2.0, batch_size=2)[0]
+    assert scored.start_s <= scored.phrase_start_s < scored.phrase_end_s <= scored.end_s + 1e-6, scored
+    mean_model = model.with_pooling("mean").eval()
+    assert predict_audio(mean_model, fe, [short])[0].phrase_start_s is None
+
+
+def test_frozen_training_learns_from_cached_features_and_reuses_them(tiny_whisper, monkeypatch, tmp_path):
+    from heardet.approaches.finetune import features
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(16)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=3, batch_size=8, encoder_lr=0.0, head_lr=1e-3,
+                            max_seconds=2.0, device="cpu")
+    assert config.frozen and config.pooling == "frames"
+    encoded = []
+    real = features.encode_clips
+    monkeypatch.setattr("heardet.approaches.finetune.train.encode_clips",
+                        lambda *a, **k: encoded.append(k["cache"] if "cache" in k else a[4]) or real(*a, **k))
+    first = cross_validate(examples, config, tiny_factory(tiny_whisper), progress=False).result
+    cache = encoded[-1]
+    assert (cache.misses, cache.hits) == (16, 0) and len(list((tmp_path / "cache" / "features").rglob("*.npy"))) == 16
+    again = cross_validate(examples, config, tiny_factory(tiny_whisper), progress=False).result
+    assert (encoded[-1].hits, encoded[-1].misses) == (16, 0), "the second run recomputed cached features"
+    np.testing.assert_allclose(again.oof_score, first.oof_score, atol=1e-4)
+    fitted = fit(examples, config, tiny_factory(tiny_whisper), cv=None, progress=False)
+    assert encoded[-1].hits == 16 and fitted.steps == 3 * 2
+
+
+def test_a_frame_head_learns_which_frames_hold_the_phrase_and_points_at_them():
+    from heardet.approaches.finetune.model import FRAME_SECONDS, localise
+    from heardet.approaches.finetune.train import head_scores, train_head
+
+    class Encoder(torch.nn.Module):  # the head never calls the encoder: only its width matters
+        config = type("Config", (), {"d_model": 16})
+
+    rng = np.random.default_rng(0)
+    pattern = rng.normal(size=16).astype(np.float32)
+    states, labels, where = [], [], []
+    for i in range(40):
+        frames = rng.normal(size=(int(rng.integers(40, 80)), 16)).astype(np.float32)
+        start = int(rng.integers(5, 30))
+        if i % 2 == 0:
+            frames[start : start + 6] += 2 * pattern  # a 120 ms "phrase"
+        states.append(frames)
+        labels.append(int(i % 2 == 0))
+        where.append(start)
+    labels = np.asarray(labels)
+    model = EncoderClassifier(Encoder(), dropout=0.0, pooling="frames")
+    config = FinetuneConfig(model="x", epochs=30, batch_size=8, encoder_lr=0.0, head_lr=1e-2, device="cpu")
+    train_head(model, states[:30], labels[:30], config, progress=False)
+    probs, loss = head_scores(model, states[30:], labels[30:])
+    assert probs[labels[30:] == 1].min() > probs[labels[30:] == 0].max(), probs
+    for frames, start, label in zip(states[30:], where[30:], labels[30:]):
+        if label:
+            _, frame_logits = model.classify(*pad_states([frames]))
+            begin, end = localise(frame_logits[0].detach().numpy())
+            assert abs(begin - start * FRAME_SECONDS) <= 0.06 and abs(end - (start + 6) * FRAME_SECONDS) <= 0.06
+
+
+def test_a_saved_frame_model_keeps_its_pooling_and_a_version_1_directory_loads_as_mean(tiny_whisper, tmp_path):
+    import json
+
+    model, fe = tiny_factory(tiny_whisper)("tiny", 0.2)
+    save_classifier(model.with_pooling("frames"), fe, FinetuneConfig(model="tiny"), 0.5, tmp_path / "frames")
+    assert load_classifier(tmp_path / "frames").model.pooling == "frames"
+    save_classifier(model, fe, FinetuneConfig(model="tiny", pooling="mean"), 0.5, tmp_path / "old")
+    meta_path = tmp_path / "old" / "encoder_classifier.json"
+    meta = json.loads(meta_path.read_text())
+    meta.pop("pooling")
+    meta["format_version"] = 1
+    meta_path.write_text(json.dumps(meta))
+    assert load_classifier(tmp_path / "old").model.pooling == "mean"

@@ -1,6 +1,14 @@
 """Approach 3: a Whisper encoder with a classification head, run on content-sized input.
 
-The model is ``WhisperEncoder -> mean over the frames that hold audio -> Dropout -> Linear(d_model, 2)``.
+Two heads (``pooling``):
+
+- ``frames`` (default): every encoder frame (20 ms) gets a phrase logit from two 1-D convolutions
+  (``d_model -> 128 -> 1``, kernel 5); the clip's logit is their log-mean-exp over the valid frames,
+  a soft maximum, so a 0.6 s phrase in a 6 s clip is not averaged away. The frames around the
+  peak say where the phrase is (:attr:`ClipScore.phrase_start_s`).
+- ``mean``: ``mean over the frames that hold audio -> Dropout -> Linear(d_model, 2)``, the
+  original competition recipe.
+
 Stock Whisper pads every input to 30 s (3000 mel frames); here a batch is padded only to its
 longest clip, which makes a 5 s clip several times cheaper (`benchmarks/finetune_speed.py`). The stock
 ``WhisperEncoder.forward`` refuses such input, so :meth:`EncoderClassifier.encode` runs the
@@ -43,7 +51,12 @@ logger = logging.getLogger(__name__)
 N_CLASSES = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "encoder_classifier.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added ``pooling``; a version-1 directory is a mean-pooling classifier
+POOLINGS = ("frames", "mean")
+FRAME_SECONDS = 0.02  # one encoder output frame (conv2 halves Whisper's 10 ms mel frames)
+FRAME_HIDDEN = 128  # channels of the frame head's first convolution
+FRAME_KERNEL = 5  # frames each convolution sees (100 ms)
+LOCALISE_SHARE = 0.5  # the phrase spans the frames around the peak whose probability is >= this share of the peak's
 
 
 
@@ -57,6 +70,8 @@ class ClipScore:
         window: index of the window that scored highest (0 for a clip that fits one window).
         start_s: where that window starts in the recording, seconds.
         end_s: where it ends, seconds.
+        phrase_start_s: where the phrase starts in the recording (frame pooling only), seconds.
+        phrase_end_s: where it ends; both None for a mean-pooling model.
     """
 
     score: float
@@ -64,6 +79,8 @@ class ClipScore:
     window: int
     start_s: float
     end_s: float
+    phrase_start_s: float | None = None
+    phrase_end_s: float | None = None
 
 
 @dataclass
@@ -90,25 +107,55 @@ class LoadedClassifier:
                              self.threshold, progress=progress)
 
 
+class FrameHead(nn.Module):
+    """Per-frame phrase logits: ``Conv1d(d_model, 128, 5) -> GELU -> Dropout -> Conv1d(128, 1, 5)``."""
+
+    def __init__(self, d_model: int, dropout: float = 0.2):
+        super().__init__()
+        self.conv1 = nn.Conv1d(d_model, FRAME_HIDDEN, FRAME_KERNEL, padding=FRAME_KERNEL // 2)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv1d(FRAME_HIDDEN, 1, FRAME_KERNEL, padding=FRAME_KERNEL // 2)
+
+    def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``hidden [batch, frames, d_model]`` -> logits ``[batch, frames]``; padded frames see zeros."""
+        mask = valid.unsqueeze(1).to(hidden.dtype)  # each conv sees zeros past the end, as in its own padding
+        x = self.conv1(hidden.transpose(1, 2) * mask)
+        x = self.dropout(nn.functional.gelu(x)) * mask
+        return self.conv2(x).squeeze(1)
+
+
+def soft_max_pool(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Log-mean-exp of ``logits [batch, frames]`` over the valid frames: between their mean and their max."""
+    masked = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
+    count = valid.sum(dim=1).clamp(min=1).to(logits.dtype)
+    return torch.logsumexp(masked, dim=1) - torch.log(count)
+
+
 class EncoderClassifier(nn.Module):
-    """Whisper encoder -> masked mean pooling -> dropout -> ``Linear(d_model, 2)``.
+    """Whisper encoder -> a frame head with soft-maximum pooling, or masked mean pooling -> ``Linear(d_model, 2)``.
 
     Args:
         encoder: a ``transformers`` ``WhisperEncoder`` (e.g. ``model.model.encoder`` of a
             ``WhisperForConditionalGeneration``); it is used, not copied.
-        dropout: dropout probability before the linear head.
+        dropout: dropout probability before the head.
+        pooling: ``frames`` or ``mean`` (see the module docstring).
     """
 
-    def __init__(self, encoder: nn.Module, dropout: float = 0.2):
+    def __init__(self, encoder: nn.Module, dropout: float = 0.2, pooling: str = "mean"):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.encoder = encoder
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.d_model, N_CLASSES)
+        d_model = encoder.config.d_model
+        self.head = FrameHead(d_model, dropout) if pooling == "frames" else nn.Linear(d_model, N_CLASSES)
 
     @classmethod
-    def from_pretrained(cls, name_or_bundle: Any, dropout: float = 0.2, device: str = "cpu") -> EncoderClassifier:
+    def from_pretrained(cls, name_or_bundle: Any, dropout: float = 0.2, device: str = "cpu",
+                        pooling: str = "mean") -> EncoderClassifier:
         """Build from a Whisper checkpoint, with a freshly initialised head.
 
         Args:
@@ -116,8 +163,15 @@ class EncoderClassifier(nn.Module):
                 a ``WhisperBundle``, or a loaded ``WhisperForConditionalGeneration``.
             dropout: dropout before the head.
             device: where to load a checkpoint given by name.
+            pooling: ``frames`` or ``mean``.
         """
-        return cls(_whisper_model(name_or_bundle, device).model.encoder, dropout)
+        return cls(_whisper_model(name_or_bundle, device).model.encoder, dropout, pooling)
+
+    def with_pooling(self, pooling: str) -> EncoderClassifier:
+        """This encoder with a fresh head of ``pooling`` (itself when it already has that head)."""
+        if pooling == self.pooling:
+            return self
+        return EncoderClassifier(self.encoder, self.dropout.p, pooling).to(self.device)
 
     @property
     def max_frames(self) -> int:
@@ -126,7 +180,7 @@ class EncoderClassifier(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.head.weight.device
+        return next(self.head.parameters()).device
 
     def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the encoder on content-sized features.
@@ -164,11 +218,32 @@ class EncoderClassifier(nn.Module):
             x = layer(x, attn_mask)
         return enc.layer_norm(x), valid
 
+    def classify(self, hidden: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class logits ``[batch, 2]`` from encoder states (index 1 = the phrase is said), and the
+        frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too."""
+        if self.pooling == "mean":
+            return self.head(self.dropout(masked_mean(hidden, valid))), None
+        frames = self.head(self.dropout(hidden), valid)
+        clip = soft_max_pool(frames, valid)
+        return torch.stack([torch.zeros_like(clip), clip], dim=-1), frames
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Class logits ``[batch, 2]`` (index 1 = the phrase is said)."""
-        hidden, valid = self.encode(features, lengths)
-        pooled = masked_mean(hidden, valid)
-        return self.head(self.dropout(pooled))
+        return self.classify(*self.encode(features, lengths))[0]
+
+
+def localise(frame_logits: np.ndarray) -> tuple[float, float]:
+    """(start_s, end_s) of the phrase in a window: the run of frames around the peak whose probability
+    is at least :data:`LOCALISE_SHARE` of the peak's."""
+    probs = 1.0 / (1.0 + np.exp(-np.asarray(frame_logits, dtype=np.float64)))
+    peak = int(np.argmax(probs))
+    keep = probs >= probs[peak] * LOCALISE_SHARE
+    start, end = peak, peak
+    while start > 0 and keep[start - 1]:
+        start -= 1
+    while end + 1 < len(keep) and keep[end + 1]:
+        end += 1
+    return start * FRAME_SECONDS, (end + 1) * FRAME_SECONDS
 
 
 def masked_mean(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -247,8 +322,16 @@ def predict_proba(model: EncoderClassifier, feature_extractor: WhisperFeatureExt
 
     Clips are batched by length (less padding); padding does not change a clip's score.
     """
+    return predict_frames(model, feature_extractor, audios, batch_size, progress)[0]
+
+
+def predict_frames(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor,
+                   audios: Sequence[np.ndarray], batch_size: int = 8,
+                   progress: bool = False) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """:func:`predict_proba`, plus each clip's frame logits (None for mean pooling)."""
     order = np.argsort([len(a) for a in audios], kind="stable")
     probs = np.zeros(len(audios), dtype=np.float64)
+    frames: list[np.ndarray | None] = [None] * len(audios)
     was_training = model.training
     model.eval()
     try:
@@ -257,11 +340,16 @@ def predict_proba(model: EncoderClassifier, feature_extractor: WhisperFeatureExt
             for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(starts) < 2):
                 rows = order[start : start + batch_size]
                 feats, lengths = collate([log_mel(feature_extractor, audios[i]) for i in rows], model.device)
-                logits = model(feats, lengths).float()
-                probs[rows] = torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
+                hidden, valid = model.encode(feats, lengths)
+                logits, frame_logits = model.classify(hidden, valid)
+                probs[rows] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+                if frame_logits is not None:
+                    counts = valid.sum(dim=1).tolist()
+                    for row, values, n in zip(rows, frame_logits.float().cpu().numpy(), counts):
+                        frames[row] = values[:n]
     finally:
         model.train(was_training)
-    return probs
+    return probs, frames
 
 
 def predict_audio(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor,
@@ -289,11 +377,13 @@ def predict_audio(model: EncoderClassifier, feature_extractor: WhisperFeatureExt
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     windows = [(clip, window) for clip, audio in enumerate(audios)
                for window in iter_windows(np.asarray(audio, dtype=np.float32), max_seconds, hop_s)]
-    scores = predict_proba(model, feature_extractor, [w.audio for _, w in windows], batch_size, progress)
+    scores, frames = predict_frames(model, feature_extractor, [w.audio for _, w in windows], batch_size, progress)
     best: dict[int, ClipScore] = {}
-    for (clip, window), value in zip(windows, scores):
+    for (clip, window), value, frame_logits in zip(windows, scores, frames):
         if clip not in best or value > best[clip].score:
-            best[clip] = ClipScore(float(value), int(value >= threshold), window.index, window.start_s, window.end_s)
+            where = localise(frame_logits) if frame_logits is not None and len(frame_logits) else None
+            best[clip] = ClipScore(float(value), int(value >= threshold), window.index, window.start_s, window.end_s,
+                                   *((window.start_s + where[0], window.start_s + where[1]) if where else (None, None)))
     return [best[clip] for clip in range(len(audios))]
 
 
@@ -329,6 +419,7 @@ def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureE
         "format_version": FORMAT_VERSION,
         "encoder_config": model.encoder.config.to_dict(),
         "dropout": float(model.dropout.p),
+        "pooling": model.pooling,
         "n_classes": N_CLASSES,
         "threshold": float(threshold),
         "max_seconds": float(max_seconds),
@@ -359,11 +450,11 @@ def load_classifier(directory: str | Path, device: str = "cpu") -> LoadedClassif
         if not (root / name).is_file():
             raise FileNotFoundError(f"{root} is not a saved encoder classifier: {name} is missing")
     meta = json.loads((root / META_FILE).read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in (1, FORMAT_VERSION):
         raise ValueError(f"{root / META_FILE}: format_version {meta.get('format_version')!r}, "
-                         f"this heardet reads {FORMAT_VERSION}")
+                         f"this heardet reads 1 and {FORMAT_VERSION}")
     encoder = WhisperEncoder(WhisperConfig.from_dict(meta["encoder_config"]))
-    model = EncoderClassifier(encoder, meta["dropout"])
+    model = EncoderClassifier(encoder, meta["dropout"], meta.get("pooling", "mean"))
     model.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
     model.to(torch_device(device)).eval()
     feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root))

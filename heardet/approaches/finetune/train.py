@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from heardet.approaches.finetune.features import FeatureCache, encode_clips, fixed_crop, pad_states
 from heardet.approaches.finetune.model import (
+    POOLINGS,
     EncoderClassifier,
     autocast,
     collate,
@@ -89,6 +91,11 @@ class FinetuneConfig:
         refit: ``all`` trains the final model on every labelled clip; ``best_fold`` keeps the
             fold model with the best macro F1.
         eval_batch_size: windows per forward pass when scoring.
+        pooling: ``frames`` (per-frame logits, log-mean-exp pooling, phrase times) or ``mean``
+            (masked mean pooling and a linear head, the original recipe).
+
+    With ``encoder_lr=0`` and no augmentation the encoder is frozen: each clip is encoded once
+    (:mod:`heardet.approaches.finetune.features`, cached on disk) and only the head trains.
     """
 
     model: str = setting("whisper-base", "a non-empty name or path", is_text,
@@ -108,6 +115,13 @@ class FinetuneConfig:
     max_train_clips: int = setting(0, "an integer >= 0 (0 = all clips)", is_int(0))
     refit: str = setting("all", " or ".join(repr(m) for m in REFIT_MODES), one_of(*REFIT_MODES))
     eval_batch_size: int = setting(8, "an integer >= 1", is_int(1))
+    pooling: str = setting("frames", " or ".join(repr(p) for p in POOLINGS), one_of(*POOLINGS),
+                           "frames: per-frame scores, soft maximum, phrase times; mean: the original recipe")
+
+    @property
+    def frozen(self) -> bool:
+        """The encoder never trains (``encoder_lr=0``, no augmentation): heads train on cached encoder states."""
+        return self.encoder_lr == 0 and not self.augment
 
     def __post_init__(self) -> None:
         validate(self)
@@ -266,6 +280,64 @@ def _set_encoder_trainable(model: EncoderClassifier, trainable: bool) -> None:
         param.requires_grad_(trainable and not name.startswith("embed_positions"))
 
 
+def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray, config: FinetuneConfig,
+               fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None) -> int:
+    """Train ``model``'s head in place on cached encoder ``states`` (the frozen stage); returns the steps taken."""
+    device = config.torch_device()
+    model.to(device).train()
+    seed = config.seed + (fold if fold is not None else 1000)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(model.head.parameters(), lr=config.head_lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    n, step = len(states), 0
+    desc = f"fold {fold} (head)" if fold is not None else "final fit (head)"
+    with tqdm(total=config.epochs * math.ceil(n / config.batch_size), desc=desc, unit="step",
+              disable=not progress, leave=fold is None) as bar:
+        lengths = np.array([len(x) for x in states], dtype=float)
+        for _ in range(config.epochs):
+            # Batches of similar lengths (less padding), in random order; jitter varies them per epoch.
+            order = np.argsort(lengths * rng.uniform(0.9, 1.1, size=n), kind="stable")
+            batches = [order[b : b + config.batch_size] for b in range(0, n, config.batch_size)]
+            for k in rng.permutation(len(batches)):
+                rows = batches[k]
+                hidden, valid = pad_states([states[i] for i in rows], device)
+                target = torch.as_tensor(labels[rows], dtype=torch.long, device=device)
+                loss = loss_fn(model.classify(hidden, valid)[0].float(), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.head.parameters(), config.grad_clip)
+                optimizer.step()
+                step += 1
+                bar.update(1)
+                if on_step is not None:
+                    on_step(fold, step, float(loss.detach()))
+    model.eval()
+    return step
+
+
+def head_scores(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray,
+                batch_size: int = 64) -> tuple[np.ndarray, float]:
+    """Phrase probabilities from cached encoder states, and their mean log loss."""
+    probs = np.zeros(len(states))
+    model.eval()
+    with torch.no_grad():
+        for begin in range(0, len(states), batch_size):
+            hidden, valid = pad_states(states[begin : begin + batch_size], model.device)
+            probs[begin : begin + batch_size] = torch.softmax(model.classify(hidden, valid)[0].float(), -1)[:, 1].cpu()
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    return probs, float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def encoder_states(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor, examples: LabelledAudio,
+                   config: FinetuneConfig, progress: bool = True) -> list[np.ndarray]:
+    """Each clip's frozen-encoder states (of :func:`features.fixed_crop`), through the feature cache."""
+    crops = [fixed_crop(a, b, config.max_seconds) for a, b in zip(examples.audios, examples.bounds)]
+    return encode_clips(model.to(config.torch_device()), feature_extractor, crops, config.eval_batch_size,
+                        FeatureCache(), progress)
+
+
 def train_model(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor, examples: LabelledAudio,
                 config: FinetuneConfig, fold: int | None = None, progress: bool = True,
                 on_step: StepCallback | None = None) -> int:
@@ -337,6 +409,7 @@ def _base_model(config: FinetuneConfig,
     factory = encoder_factory or load_pretrained
     torch.manual_seed(config.seed)  # the head's initial weights
     model, feature_extractor = factory(config.model, config.dropout)
+    model = model.with_pooling(config.pooling)
     if config.max_seconds * 100 > model.max_frames:
         raise ValueError(f"FinetuneConfig.max_seconds={config.max_seconds!r} is invalid for {config.model!r}; "
                          f"allowed: at most {model.max_frames / 100:g}")
@@ -375,6 +448,7 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
     examples = examples.subsample(config.max_train_clips, config.seed)
     folds = cv_folds(examples.labels, config.n_folds, config.seed, examples.voices or None)
     base, feature_extractor = _base_model(config, encoder_factory)
+    states = encoder_states(base, feature_extractor, examples, config, progress) if config.frozen else None
     oof = np.zeros(len(examples.ids))
     fold_scores: list[Scores] = []
     extra: dict[str, list] = {"seconds": [], "val_loss": [], "steps": [], "ids": list(examples.ids)}
@@ -382,9 +456,15 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
     for fold, (train_rows, val_rows) in enumerate(tqdm(folds, desc="folds", unit="fold", disable=not progress)):
         started = time.perf_counter()
         model = copy.deepcopy(base)
-        steps = train_model(model, feature_extractor, examples.subset(train_rows), config, fold, progress, on_step)
         val = examples.subset(val_rows)
-        probs, val_loss = evaluate(model, feature_extractor, val, config)
+        if states is not None:
+            steps = train_head(model, [states[i] for i in train_rows], examples.labels[train_rows], config, fold,
+                               progress, on_step)
+            probs, val_loss = head_scores(model, [states[i] for i in val_rows], val.labels)
+        else:
+            steps = train_model(model, feature_extractor, examples.subset(train_rows), config, fold, progress,
+                                on_step)
+            probs, val_loss = evaluate(model, feature_extractor, val, config)
         oof[val_rows] = probs
         fold_score = score(val.labels, (probs >= 0.5).astype(int))
         seconds = time.perf_counter() - started
@@ -440,7 +520,11 @@ def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
     examples = examples.subsample(config.max_train_clips, config.seed)
     started = time.perf_counter()
     model, feature_extractor = _base_model(config, encoder_factory)
-    steps = train_model(model, feature_extractor, examples, config, None, progress, on_step)
+    if config.frozen:
+        states = encoder_states(model, feature_extractor, examples, config, progress)
+        steps = train_head(model, states, examples.labels, config, None, progress, on_step)
+    else:
+        steps = train_model(model, feature_extractor, examples, config, None, progress, on_step)
     seconds = time.perf_counter() - started
     logger.info("final fit on %d clips: %d steps, %.1f s", len(examples.ids), steps, seconds)
     return FittedClassifier(model, feature_extractor, float(threshold), None, steps, seconds)

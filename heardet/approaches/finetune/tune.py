@@ -50,7 +50,7 @@ PRUNERS = ("median", "none")
 MEDIAN_STARTUP_TRIALS = 3  # trials that always run in full before the median pruner may stop one
 # FinetuneConfig fields that change what a trial's value means: a resumed study must keep them.
 OBJECTIVE_FIELDS = ("model", "n_folds", "epochs", "batch_size", "max_seconds", "freeze_encoder_steps",
-                    "grad_clip", "augment", "seed", "max_train_clips")
+                    "grad_clip", "augment", "seed", "max_train_clips", "pooling")
 ERROR_TAG_CHARS = 5000  # MLflow tag values are limited; the full traceback goes to error.txt
 OPTUNA_DB = "optuna.db"
 
@@ -60,7 +60,9 @@ class TuneConfig:
     """The search: ranges, budget, sampler, pruner, objective and where the study lives.
 
     Attributes:
-        encoder_lr_min, encoder_lr_max: encoder learning-rate range, sampled on a log scale (> 0).
+        encoder_lr_min, encoder_lr_max: encoder learning-rate range, sampled on a log scale (> 0);
+            both 0 keeps the encoder frozen in every trial, so trials train heads on cached
+            encoder features (seconds each instead of minutes).
         head_lr_min, head_lr_max: head learning-rate range, sampled on a log scale (> 0).
         dropout_min, dropout_max: dropout range, sampled uniformly, within [0, 1).
         n_trials: trials this call adds to the study (>= 1).
@@ -75,8 +77,9 @@ class TuneConfig:
             :func:`default_storage`).
     """
 
-    encoder_lr_min: float = setting(1e-6, "a number > 0 (log scale)", is_number(0, low_open=True))
-    encoder_lr_max: float = setting(1e-4, "a number > 0 (log scale)", is_number(0, low_open=True))
+    encoder_lr_min: float = setting(1e-6, "a number > 0 (log scale), or 0 with encoder_lr_max 0 (frozen)",
+                                    is_number(0))
+    encoder_lr_max: float = setting(1e-4, "a number > 0 (log scale), or 0 (frozen encoder)", is_number(0))
     head_lr_min: float = setting(1e-4, "a number > 0 (log scale)", is_number(0, low_open=True))
     head_lr_max: float = setting(1e-2, "a number > 0 (log scale)", is_number(0, low_open=True))
     dropout_min: float = setting(0.0, "a number in [0, 1)", is_number(0, 1, high_open=True))
@@ -93,15 +96,24 @@ class TuneConfig:
                            "Optuna storage URL (default: optuna.db next to the MLflow store).")
 
     def __post_init__(self) -> None:
-        validate(self, {f"{name}_max": (getattr(self, f"{name}_max") >= getattr(self, f"{name}_min"),
-                                        f"a number >= {name}_min ({getattr(self, f'{name}_min')!r})")
-                        for name in ("encoder_lr", "head_lr", "dropout")})
+        checks = {f"{name}_max": (getattr(self, f"{name}_max") >= getattr(self, f"{name}_min"),
+                                  f"a number >= {name}_min ({getattr(self, f'{name}_min')!r})")
+                  for name in ("encoder_lr", "head_lr", "dropout")}
+        checks["encoder_lr_min"] = (self.encoder_lr_min > 0 or self.encoder_lr_max == 0,
+                                    "a number > 0 (log scale), or 0 together with encoder_lr_max=0 (frozen)")
+        validate(self, checks)
+
+    @property
+    def fixed(self) -> dict[str, float]:
+        """Tuned parameters this search holds constant: ``encoder_lr=0`` for a frozen encoder."""
+        return {"encoder_lr": 0.0} if self.encoder_lr_max == 0 else {}
 
     def search_space(self) -> dict[str, tuple[float, float, bool]]:
-        """``{param: (low, high, log)}`` for the three sampled fine-tune parameters."""
-        return {"encoder_lr": (self.encoder_lr_min, self.encoder_lr_max, True),
-                "head_lr": (self.head_lr_min, self.head_lr_max, True),
-                "dropout": (self.dropout_min, self.dropout_max, False)}
+        """``{param: (low, high, log)}`` for the sampled fine-tune parameters (not those in :attr:`fixed`)."""
+        space = {"encoder_lr": (self.encoder_lr_min, self.encoder_lr_max, True),
+                 "head_lr": (self.head_lr_min, self.head_lr_max, True),
+                 "dropout": (self.dropout_min, self.dropout_max, False)}
+        return {k: v for k, v in space.items() if k not in self.fixed}
 
 
 @dataclass(frozen=True)
@@ -130,7 +142,9 @@ class TuneResult:
 
     @property
     def best_params(self) -> dict[str, float]:
-        return dict(self.best_trial.params) if self.best_trial else {}
+        if not self.best_trial:
+            return {}
+        return {**self.best_trial.user_attrs.get("fixed_params", {}), **self.best_trial.params}
 
 
 def default_storage(tracking_uri: str | None = None) -> str:
@@ -260,7 +274,8 @@ def _objective(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig
         numbers.append(trial.number)
         sampled = {name: trial.suggest_float(name, lo, hi, log=log)
                    for name, (lo, hi, log) in config.search_space().items()}
-        ft_config = dataclasses.replace(base, **sampled)
+        trial.set_user_attr("fixed_params", config.fixed)
+        ft_config = dataclasses.replace(base, **config.fixed, **sampled)
         run = mlflow.start_run(nested=True, run_name=f"trial-{trial.number}")
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         status = "FAILED"
@@ -343,7 +358,7 @@ def log_result(result: TuneResult, config: TuneConfig) -> None:
     if best is None:
         mlflow.set_tag("best_trial", "none: no trial completed")
     else:
-        log_params({f"best_{name}": best.params[name] for name in TUNED})
+        log_params({f"best_{name}": value for name, value in result.best_params.items()})
         mlflow.log_metric("best_value", float(best.value))
         mlflow.set_tag("best_trial_number", str(best.number))
         if result.best_run_id:

@@ -1,0 +1,131 @@
+"""Frozen-encoder features, computed once per clip and kept on disk: the cheap training stage.
+
+With the encoder frozen (``encoder_lr=0``), a clip's encoder states never change, so they are
+computed once (content-sized, :meth:`EncoderClassifier.encode`) and stored under
+``$HEARDET_CACHE/features`` keyed by the audio, the encoder's weights and the crop length. Heads
+then train for many epochs in minutes, and Optuna trials cost seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from heardet.approaches.finetune.model import EncoderClassifier, collate, log_mel
+from heardet.audio import SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def cache_root() -> Path:
+    from heardet.whisper.hub import cache_dir
+
+    return cache_dir() / "features"
+
+
+def encoder_fingerprint(model: EncoderClassifier) -> str:
+    """A short hash of the encoder's weights: two encoders share cached features only if it matches."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.encoder.state_dict().items()):
+        if name.endswith(("conv1.weight", "layer_norm.weight", "fc2.bias")):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fixed_crop(audio: np.ndarray, bounds: Sequence[tuple[float, float]], max_seconds: float) -> np.ndarray:
+    """The window a frozen encoder sees in training: the whole clip when it fits ``max_seconds``, else a
+    window centred on the first phrase (or the clip's start when it has none). Deterministic, so cacheable."""
+    size = int(round(max_seconds * SAMPLE_RATE))
+    if len(audio) <= size:
+        return audio
+    start = 0
+    if bounds:
+        middle = int((bounds[0][0] + bounds[0][1]) / 2 * SAMPLE_RATE)
+        start = min(max(0, middle - size // 2), len(audio) - size)
+    return audio[start : start + size]
+
+
+class FeatureCache:
+    """Encoder states ``[frames, d_model]`` (float16 ``.npy``) under ``root/<key[:2]>/<key>.npy``."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else cache_root()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(audio: np.ndarray, identity: str) -> str:
+        data = np.ascontiguousarray(audio, dtype=np.float32).tobytes()
+        return hashlib.sha256(f"v{FORMAT_VERSION}|{identity}|".encode() + data).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self._path(key)
+        try:
+            value = np.load(path) if path.is_file() else None
+        except (ValueError, OSError):  # a torn write: recompute it
+            value = None
+        self.hits += value is not None
+        self.misses += value is None
+        return value
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{id(value)}.tmp")
+        with open(staging, "wb") as handle:
+            np.save(handle, value.astype(np.float16))
+        staging.replace(path)
+
+
+def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[np.ndarray], batch_size: int = 8,
+                 cache: FeatureCache | None = None, progress: bool = True) -> list[np.ndarray]:
+    """Encoder states of each clip (each must fit the encoder), from ``cache`` where it has them.
+
+    Returns:
+        One float32 array ``[frames, d_model]`` per clip, in input order.
+    """
+    identity = f"{encoder_fingerprint(model)}|{type(feature_extractor).__name__}"
+    keys = [FeatureCache.key(a, identity) for a in audios] if cache is not None else [None] * len(audios)
+    out: list[np.ndarray | None] = [cache.get(k) if cache is not None else None for k in keys]
+    todo = sorted((i for i, v in enumerate(out) if v is None), key=lambda i: len(audios[i]))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            starts = range(0, len(todo), batch_size)
+            for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress or not todo):
+                rows = todo[start : start + batch_size]
+                feats, lengths = collate([log_mel(feature_extractor, audios[i]) for i in rows], model.device)
+                hidden, valid = model.encode(feats, lengths)
+                for row, states, n in zip(rows, hidden.float().cpu().numpy(), valid.sum(dim=1).tolist()):
+                    out[row] = states[:n].astype(np.float16)  # as stored: a cached run trains the same
+                    if cache is not None:
+                        cache.put(keys[row], out[row])
+    finally:
+        model.train(was_training)
+    if cache is not None and audios:
+        logger.info("encoder features: %d cached, %d computed (%s)", len(audios) - len(todo), len(todo), cache.root)
+    return [np.asarray(v, dtype=np.float32) for v in out]
+
+
+def pad_states(states: Sequence[np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``[frames, d_model]`` arrays zero-padded to the longest: ``[batch, frames, d_model]`` and the valid mask."""
+    longest = max(len(s) for s in states)
+    batch = np.zeros((len(states), longest, states[0].shape[1]), dtype=np.float32)
+    valid = np.zeros((len(states), longest), dtype=bool)
+    for row, s in enumerate(states):
+        batch[row, : len(s)] = s
+        valid[row, : len(s)] = True
+    return torch.from_numpy(batch).to(device), torch.from_numpy(valid).to(device)
