@@ -1,4 +1,10 @@
-"""MLproject entry point ``ensemble`` (approach 4): majority vote of registered models.
+"""MLproject entry point ``ensemble`` (approach 4): registered models combined as their out-of-fold scores say.
+
+With ``method=auto`` (default) it reads each member's ``oof/oof_predictions.csv`` from the run that
+logged it and keeps the best of: each member alone, the majority vote, the mean and the
+F1-weighted mean of the scores (``heardet.approaches.ensemble.choose_blend``), so on those scores
+it is never worse than its best member; ``vote`` forces the majority vote. Logs the tag
+``ensemble_method``, ``oof_macro_f1`` of the choice, ``blend/candidates.csv``.
 
 ``members`` is a comma-separated list of model URIs (``models:/heardet-catboost/2``,
 ``models:/heardet-rule@production``, ...). Copies of the members are bundled into the
@@ -27,10 +33,12 @@ from heardet.cli import friendly_errors
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True)
 @click.option("--register-as", default="heardet-ensemble", show_default=True)
+@click.option("--method", type=click.Choice(["auto", "vote"]), default="auto", show_default=True,
+              help="auto: the best blend on the members' out-of-fold scores; vote: majority vote.")
 @friendly_errors
-def main(members: str, data: Path, out: Path, register_as: str) -> None:
-    """Bundle MEMBERS into a majority-vote model and log it to the active MLflow run."""
-    from heardet.approaches.ensemble import EnsembleModel
+def main(members: str, data: Path, out: Path, register_as: str, method: str) -> None:
+    """Bundle MEMBERS into one model and log it to the active MLflow run."""
+    from heardet.approaches.ensemble import Blend, EnsembleModel
     from heardet.cli import configure_logging
     from heardet.data import load_dataset
     from heardet.mlops.contract import log_contract_model
@@ -45,7 +53,15 @@ def main(members: str, data: Path, out: Path, register_as: str) -> None:
     dataset = load_dataset(data) if data.exists() else None
     with stage_run("ensemble", f"ensemble of {len(uris)}"):
         start = time.perf_counter()
-        ensemble = EnsembleModel(uris)
+        blend = choose_from_oof(uris) if method == "auto" else None
+        ensemble = EnsembleModel(uris, blend or Blend("vote"))
+        mlflow.set_tag("ensemble_method", ensemble.blend.chosen)
+        if blend is not None:
+            mlflow.log_metric("oof_macro_f1", blend.candidates[0][1])
+            mlflow.log_text("candidate,oof_macro_f1\n" + "".join(f"{n},{f}\n" for n, f in blend.candidates),
+                            "blend/candidates.csv")
+            log.info("ensemble: %s (out-of-fold macro F1 %.4f; candidates: %s)", blend.chosen,
+                     blend.candidates[0][1], ", ".join(f"{n} {f:.3f}" for n, f in blend.candidates))
         for i, uri in enumerate(uris):
             mlflow.log_param(f"member_{i}", uri)
             mlflow.set_tag(f"member_{i}_version", resolve_version(uri))
@@ -59,6 +75,34 @@ def main(members: str, data: Path, out: Path, register_as: str) -> None:
                 log_evaluation(f"member_{i}_test", labels, test.predictions[key], uris[i])
         mlflow.log_metric("wall_seconds", time.perf_counter() - start)
         log.info("ensemble of %d members logged: %s", len(uris), info.model_uri)
+
+
+def choose_from_oof(uris: list[str]):
+    """:func:`choose_blend` on the members' logged out-of-fold scores; None (majority vote) when a member has none."""
+    import numpy as np
+    import pandas as pd
+
+    from heardet.approaches.ensemble import choose_blend
+    from heardet.mlops.registry import source_run_id
+
+    log = logging.getLogger("heardet")
+    frames, thresholds = [], []
+    for uri in uris:
+        run_id = source_run_id(uri)
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="oof/oof_predictions.csv")
+        except Exception:  # noqa: BLE001 - any member without scores: fall back to the vote
+            log.warning("ensemble: %s has no oof/oof_predictions.csv in run %s; using the majority vote", uri, run_id)
+            return None
+        frames.append(pd.read_csv(path, dtype={"id": str}).set_index("id"))
+        thresholds.append(mlflow.MlflowClient().get_run(run_id).data.metrics.get("cv_threshold", 0.5))
+    common = sorted(set.intersection(*(set(f.index) for f in frames)))
+    if len(common) < 10:
+        log.warning("ensemble: members share only %d out-of-fold rows; using the majority vote", len(common))
+        return None
+    oof = np.stack([f.loc[common, "oof_score"].astype(float).to_numpy() for f in frames])
+    labels = frames[0].loc[common, "label"].astype(int).to_numpy()
+    return choose_blend(oof, labels, thresholds, [u.removeprefix("models:/") for u in uris])
 
 
 if __name__ == "__main__":

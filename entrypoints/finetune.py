@@ -91,7 +91,7 @@ def main(data, out, register_as, params_from, **options) -> None:
             info = log_contract_model(FinetuneModel(config.eval_batch_size), "model",
                                       artifacts={"classifier": str(fitted.save(Path(tmp) / "classifier", config))},
                                       registered_model_name=register_as,
-                                      extra_float_columns=FinetuneModel.WINDOW_COLUMNS)
+                                      extra_float_columns=FinetuneModel.FLOAT_COLUMNS)
         log_test_split(info.model_uri, dataset, f"approach_3_{slug}.csv", out, f"approach 3 ({slug})")
         mlflow.log_metric("wall_seconds", time.perf_counter() - start)
         logging.getLogger("heardet").info("CV macro F1 %.4f ± %.4f; model %s", cv.result.mean_f1,

@@ -64,6 +64,9 @@ def main(data, out, register_as, **options) -> None:
         train = table[(table.split == "train") & table.label.notna()]
         if len(train):
             log_evaluation("train", train.label.astype(int), train.pred, "approach 1 (rule)")
+            # The rule learns nothing, so its train predictions are as honest as out-of-fold ones (for the ensemble).
+            mlflow.log_text(train[["id", "label"]].assign(oof_score=train.pred.clip(lower=0)).to_csv(index=False),
+                            "oof/oof_predictions.csv")
         model = RuleModel(asr.model, transcriber.backend, asdict(decode), rule.rule, rule.phrase)
         info = log_contract_model(model, "model", registered_model_name=register_as or None)
         log_test_split(info.model_uri, dataset, "approach_1.csv", out, "approach 1 (rule)")

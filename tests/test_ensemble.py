@@ -98,3 +98,30 @@ def test_promoting_an_ensemble_below_one_of_its_members_warns_naming_that_member
     promote_run = mlflow.last_active_run()
     text = mlflow.artifacts.load_text(f"runs:/{promote_run.info.run_id}/promotion.txt")
     assert "m-right/1" in text
+
+
+def test_the_chosen_blend_is_never_worse_than_the_best_member_on_out_of_fold_scores():
+    from heardet.approaches.ensemble import choose_blend
+    from heardet.metrics import score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=200)
+    good = np.clip(labels * 0.7 + rng.normal(0.15, 0.2, 200), 0, 1)  # a strong member
+    weak = np.clip(labels * 0.2 + rng.normal(0.4, 0.3, 200), 0, 1)
+    coin = rng.random(200)
+    blend = choose_blend(np.stack([good, weak, coin]), labels, [0.5, 0.5, 0.5], ["good", "weak", "coin"])
+    best_member = max(score(labels, (m >= 0.5).astype(int)).macro_f1 for m in (good, weak, coin))
+    assert blend.candidates[0][1] >= best_member
+    assert {name for name, _ in blend.candidates} >= {"good alone", "majority vote", "mean of scores"}
+    assert blend.chosen != "majority vote", "a vote with a coin-flip member should not beat the strong member"
+
+
+def test_a_member_alone_wins_a_tie_and_the_weighted_blend_reproduces_it():
+    from heardet.approaches.ensemble import choose_blend, weighted
+
+    labels = np.array([0, 1] * 10)
+    perfect = labels.astype(float)
+    blend = choose_blend(np.stack([perfect, perfect]), labels, [0.5, 0.5], ["a", "b"])
+    assert blend.chosen == "a alone" and blend.weights == (1.0, 0.0)
+    out = weighted(np.stack([perfect, 1 - perfect]), blend.weights, blend.threshold, [[""] * 20] * 2)
+    assert [p.label for p in out] == labels.tolist()

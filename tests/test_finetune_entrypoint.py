@@ -28,6 +28,11 @@ def test_finetune_entrypoint_logs_folds_and_registers_a_reloadable_model(tiny_hf
     assert out.label.tolist()[1] == -1 and "not audio" in out.error[1]
     assert set(out.label[[0, 2]]) <= {0, 1} and out.score[[0, 2]].between(0, 1).all()
     assert (out.window_end_s[[0, 2]] > 0).all()
+    for row in out.itertuples():  # frame pooling (the default) says where the phrase is, for positives only
+        found = row.label == 1
+        assert found == (row.phrase_start_s == row.phrase_start_s), f"row {row.Index}: phrase times vs label"
+        if found:
+            assert row.window_start_s <= row.phrase_start_s < row.phrase_end_s <= row.window_end_s + 1e-6
 
 
 def test_default_registered_name_follows_the_model(tiny_hf_whisper, phrase_dataset, mlflow_store, tmp_path):

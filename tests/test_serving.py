@@ -57,7 +57,7 @@ def served_ensemble(tmp_path, mlflow_store, monkeypatch):
 
 def test_the_served_ensemble_says_once_when_it_is_ready_without_download_bars(served_ensemble, tmp_path):
     log = (tmp_path / "serve.log").read_text(errors="replace")
-    assert log.count("loading EnsembleModel of 3 members: ready in") == 1, log[-3000:]
+    assert log.count("loading EnsembleModel of 3 members (vote): ready in") == 1, log[-3000:]
     assert log.count("loading RuleModel") == 3, "each member says when it is ready"
     assert "Downloading artifacts" not in log, log[-3000:]
 

@@ -1,8 +1,17 @@
-"""Approach 4: majority vote over models of the pyfunc contract, and CSV blending.
+"""Approach 4: an ensemble of models of the pyfunc contract, and CSV blending.
 
-Each member votes its label; the majority wins; a tie (even member count) goes to the mean
-of the members' scores (>= 0.5 → 1). A member that could not read a row (label -1) does
-not vote on it; a row no member could read gets label -1 and the members' errors.
+Two ways to combine members:
+
+- ``vote``: each member votes its label; the majority wins; a tie (even member count) goes to
+  the mean of the members' scores (>= 0.5 → 1).
+- ``weighted``: a weighted mean of the members' scores against a threshold. A member alone is
+  the one-hot case.
+
+:func:`choose_blend` picks between them on the members' out-of-fold scores of the training
+clips (every member alone, the vote, the plain and the F1-weighted means) and keeps the best,
+so on those scores the ensemble is never worse than its best member. A member that could not
+read a row (label -1) does not count on it; a row no member could read gets label -1 and the
+members' errors.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +64,89 @@ def vote(labels: np.ndarray, scores: np.ndarray, errors: Sequence[Sequence[str]]
     return out
 
 
+METHODS = ("vote", "weighted")
+
+
+def weighted(scores: np.ndarray, weights: Sequence[float], threshold: float,
+             errors: Sequence[Sequence[str]]) -> list[Prediction]:
+    """Weighted mean of the members' scores ``[members, rows]`` (NaN where a member failed) against ``threshold``;
+    a row where every weighted member failed falls back to the plain mean of the others."""
+    weights = np.asarray(weights, dtype=float)
+    out = []
+    for row in range(scores.shape[1]):
+        valid = ~np.isnan(scores[:, row])
+        if not valid.any():
+            msg = "; ".join(sorted({e[row] for e in errors if e[row]})) or "no member could score this row"
+            out.append(Prediction(-1, 0.0, msg))
+            continue
+        w = np.where(valid, weights, 0.0)
+        w = w if w.sum() > 0 else valid.astype(float)
+        value = float(np.nansum(w * np.nan_to_num(scores[:, row])) / w.sum())
+        out.append(Prediction(int(value >= threshold), value))
+    return out
+
+
+@dataclass(frozen=True)
+class Blend:
+    """How an ensemble combines its members, and the out-of-fold macro F1 of every candidate it weighed."""
+
+    method: str  # one of METHODS
+    weights: tuple[float, ...] = ()
+    threshold: float = 0.5
+    candidates: tuple[tuple[str, float], ...] = ()  # (candidate, out-of-fold macro F1), best first
+
+    @property
+    def chosen(self) -> str:
+        return self.candidates[0][0] if self.candidates else self.method
+
+
+def choose_blend(oof: np.ndarray, labels: Sequence[int], thresholds: Sequence[float],
+                 names: Sequence[str]) -> Blend:
+    """The best way to combine members on their out-of-fold scores ``oof [members, rows]``.
+
+    Candidates: each member alone (at its own threshold), the majority vote, the mean of the
+    scores and the mean weighted by each member's F1 above 0.5 (both at their best threshold).
+    A member alone wins ties, so an ensemble is only chosen when it scores higher.
+    """
+    from heardet.cv import best_threshold
+    from heardet.metrics import score
+
+    labels = np.asarray(labels, dtype=int)
+    oof = np.asarray(oof, dtype=float)
+    m = len(oof)
+    no_errors = [[""] * oof.shape[1]] * m
+    options: list[tuple[str, Blend, float]] = []
+    member_f1 = []
+    for k in range(m):
+        f1 = score(labels, (oof[k] >= thresholds[k]).astype(int)).macro_f1
+        member_f1.append(f1)
+        options.append((f"{names[k]} alone", Blend("weighted", tuple(float(i == k) for i in range(m)),
+                                                   float(thresholds[k])), f1))
+    votes = np.stack([(oof[k] >= thresholds[k]).astype(int) for k in range(m)])
+    voted = [p.label for p in vote(votes, oof, no_errors)]
+    options.append(("majority vote", Blend("vote"), score(labels, voted).macro_f1))
+    for name, w in (("mean of scores", np.ones(m)), ("F1-weighted mean", np.maximum(np.array(member_f1) - 0.5, 0))):
+        if w.sum() == 0:
+            continue
+        mixed = (w[:, None] * oof).sum(axis=0) / w.sum()
+        threshold = best_threshold(labels, mixed)
+        f1 = score(labels, (mixed >= threshold).astype(int)).macro_f1
+        options.append((name, Blend("weighted", tuple(float(x) for x in w), threshold), f1))
+    ranked = sorted(options, key=lambda o: -o[2])  # stable: a member alone, listed first, wins ties
+    best = ranked[0][1]
+    return Blend(best.method, best.weights, best.threshold, tuple((n, round(float(f), 6)) for n, _, f in ranked))
+
+
 class EnsembleModel(ContractModel):
-    """pyfunc: loads its members from ``context.artifacts`` (copies bundled at log time)."""
+    """pyfunc: loads its members from ``context.artifacts`` (copies bundled at log time) and combines
+    them as its :class:`Blend` says (majority vote by default)."""
 
     _loaded = ("_members",)
 
-    def __init__(self, member_uris: Sequence[str]):
+    def __init__(self, member_uris: Sequence[str], blend: Blend | None = None):
         self.member_uris = list(member_uris)
         self.keys = [member_key(u, i) for i, u in enumerate(self.member_uris)]
+        self.blend = blend or Blend("vote")
         self._members = None
 
     def load(self, context) -> None:
@@ -73,7 +158,7 @@ class EnsembleModel(ContractModel):
             self._members = [mlflow.pyfunc.load_model(context.artifacts[key]) for key in self.keys]
 
     def describe(self) -> str:
-        return f"EnsembleModel of {len(self.member_uris)} members"
+        return f"EnsembleModel of {len(self.member_uris)} members ({self.blend.chosen})"
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if self._members is None:
@@ -92,7 +177,10 @@ class EnsembleModel(ContractModel):
             scores[m, rows] = np.where(labels[m, rows] >= 0, out["score"].astype(float).to_numpy(), np.nan)
             for j, i in enumerate(rows):
                 errors[m][i] = str(out["error"][j] or "")
-        return to_frame(vote(labels, scores, errors), {k: labels[m] for m, k in enumerate(self.keys)})
+        blend = getattr(self, "blend", None) or Blend("vote")  # models logged before blends vote
+        combined = (vote(labels, scores, errors) if blend.method == "vote"
+                    else weighted(scores, blend.weights, blend.threshold, errors))
+        return to_frame(combined, {k: labels[m] for m, k in enumerate(self.keys)})
 
 
 def _rows_frame(model_input: pd.DataFrame, rows: list[int]) -> pd.DataFrame:

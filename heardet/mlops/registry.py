@@ -149,3 +149,15 @@ def resolve_version(uri: str) -> str:
         name, alias = ref.split("@", 1)
         return f"{name}/{MlflowClient().get_model_version_by_alias(name, alias).version}"
     return ref
+
+
+def source_run_id(uri: str) -> str | None:
+    """The run that logged the model at ``uri`` (``models:/name/3``, ``models:/name@alias`` or ``runs:/<id>/…``)."""
+    from mlflow import MlflowClient
+
+    if uri.startswith("runs:/"):
+        return uri.removeprefix("runs:/").split("/", 1)[0]
+    if not uri.startswith("models:/"):
+        return None
+    name, _, version = resolve_version(uri).partition("/")
+    return MlflowClient().get_model_version(name, version).run_id

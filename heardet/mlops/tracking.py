@@ -136,6 +136,32 @@ class TestSplit:
     seconds: float
 
 
+def localisation_errors(predictions: pd.DataFrame, dataset: Dataset) -> np.ndarray:
+    """For each clip with phrase bounds that the model found (label 1, ``phrase_start_s`` given), the
+    larger of its start and end errors against the nearest bound, seconds."""
+    if "phrase_start_s" not in predictions:
+        return np.zeros(0)
+    bounds = {c.id: c.bounds for c in dataset.test if c.bounds}
+    errors = []
+    for row in predictions.itertuples():
+        if row.label == 1 and row.id in bounds and np.isfinite(row.phrase_start_s):
+            errors.append(min(max(abs(row.phrase_start_s - s), abs(row.phrase_end_s - e)) for s, e in bounds[row.id]))
+    return np.asarray(errors)
+
+
+def log_localisation(predictions: pd.DataFrame, dataset: Dataset) -> None:
+    """``test_localisation_median_error_s`` / ``_p90_error_s`` / ``_n`` for a model that says where the phrase is."""
+    import mlflow
+
+    errors = localisation_errors(predictions, dataset)
+    if len(errors):
+        mlflow.log_metrics({"test_localisation_median_error_s": float(np.median(errors)),
+                            "test_localisation_p90_error_s": float(np.percentile(errors, 90)),
+                            "test_localisation_n": len(errors)})
+        logger.info("localisation on %d found phrases: median error %.3f s, 90th percentile %.3f s",
+                    len(errors), np.median(errors), np.percentile(errors, 90))
+
+
 def log_test_split(model_uri: str, dataset: Dataset, filename: str, out_dir: str | Path,
                    title: str, progress: bool = True) -> TestSplit | None:
     """Score ``wav_test`` by reloading the model just logged at ``model_uri``, as a user would.
@@ -168,5 +194,6 @@ def log_test_split(model_uri: str, dataset: Dataset, filename: str, out_dir: str
     scores = None
     if dataset.test_labelled:
         scores = log_evaluation("test", [c.label for c in dataset.test], predictions.label, title)
+        log_localisation(predictions, dataset)
     submission = log_submission(predictions.id, predictions.label.clip(lower=0), filename, out_dir)
     return TestSplit(predictions, scores, unreadable, submission, seconds)

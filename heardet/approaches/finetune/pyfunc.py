@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from heardet.approaches.finetune.model import load_classifier
@@ -17,10 +19,14 @@ from heardet.mlops.contract import (
 class FinetuneModel(ContractModel):
     """Approach 3: the fine-tuned Whisper encoder classifier (artifact ``classifier``).
 
-    Adds ``window_start_s`` / ``window_end_s``: where in the recording the best window lies.
+    Adds ``window_start_s`` / ``window_end_s`` (where in the recording the best window lies) and, for a
+    frame-pooling model, ``phrase_start_s`` / ``phrase_end_s`` (where the phrase is; NaN when label 0,
+    for a mean-pooling model and for an unreadable row).
     """
 
     WINDOW_COLUMNS = ("window_start_s", "window_end_s")
+    PHRASE_COLUMNS = ("phrase_start_s", "phrase_end_s")
+    FLOAT_COLUMNS = WINDOW_COLUMNS + PHRASE_COLUMNS
     _loaded = ("_classifier",)
 
     def __init__(self, batch_size: int = 8):
@@ -44,10 +50,13 @@ class FinetuneModel(ContractModel):
                 errors[i] = exc.reason
         rows = sorted(audios)
         scored = dict(zip(rows, self._classifier.predict([audios[i] for i in rows], self.batch_size)))
-        predictions, starts, ends = [], [], []
+        predictions, columns = [], {name: [] for name in self.FLOAT_COLUMNS}
         for i in range(len(sources)):
             clip = scored.get(i)
             predictions.append(Prediction(clip.label, clip.score) if clip else Prediction(-1, 0.0, errors[i]))
-            starts.append(clip.start_s if clip else 0.0)
-            ends.append(clip.end_s if clip else 0.0)
-        return to_frame(predictions, dict(zip(self.WINDOW_COLUMNS, (starts, ends))))
+            found = clip is not None and clip.label == 1 and clip.phrase_start_s is not None
+            values = (clip.start_s if clip else 0.0, clip.end_s if clip else 0.0,
+                      clip.phrase_start_s if found else math.nan, clip.phrase_end_s if found else math.nan)
+            for name, value in zip(self.FLOAT_COLUMNS, values):
+                columns[name].append(float(value))
+        return to_frame(predictions, columns)
