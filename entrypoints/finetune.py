@@ -63,6 +63,10 @@ def main(data, out, register_as, params_from, **options) -> None:
     with stage_run("finetune", f"finetune {config.model} {config.n_folds}-fold"):
         start = time.perf_counter()
         mlflow.set_tags({"refit": config.refit, **({"params_from": params_from} if params_from else {})})
+        if tuned:  # `mlflow run` logged the command-line defaults under the plain names already
+            mlflow.log_params({f"tuned_{k}": v for k, v in tuned.items()})
+            logging.getLogger("heardet").info("using the best trial of tune run %s: %s", params_from,
+                                              ", ".join(f"{k}={v:g}" for k, v in tuned.items()))
         log_params({**dataclasses.asdict(config), "data": str(data), "register_as": register_as})
         examples = prepare_examples(dataset.train, max_clips=config.max_train_clips, seed=config.seed)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from heardet.mlops.serving import smoke_request
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("heardet.pipeline")  # under "heardet": the CLI's handler shows it
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout this runner drives
 
