@@ -303,3 +303,12 @@ def test_a_saved_frame_model_keeps_its_pooling_and_a_version_1_directory_loads_a
     meta["format_version"] = 1
     meta_path.write_text(json.dumps(meta))
     assert load_classifier(tmp_path / "old").model.pooling == "mean"
+
+
+def test_phrase_offsets_place_the_phrase_around_the_peak_within_the_window():
+    from heardet.approaches.finetune.model import localise
+
+    logits = np.full(100, -5.0)
+    logits[50] = 3.0  # peak frame centre: 50.5 * 20 ms = 1.01 s
+    assert localise(logits, (0.5, 0.1)) == pytest.approx((0.51, 1.11))
+    assert localise(logits, (5.0, 5.0)) == pytest.approx((0.0, 2.0)), "clipped to the window"

@@ -41,17 +41,20 @@ def encoder_fingerprint(model: EncoderClassifier) -> str:
     return digest.hexdigest()[:16]
 
 
+def crop_start(n_samples: int, bounds: Sequence[tuple[float, float]], max_seconds: float) -> int:
+    """Where :func:`fixed_crop` starts, in samples."""
+    size = int(round(max_seconds * SAMPLE_RATE))
+    if n_samples <= size or not bounds:
+        return 0
+    middle = int((bounds[0][0] + bounds[0][1]) / 2 * SAMPLE_RATE)
+    return min(max(0, middle - size // 2), n_samples - size)
+
+
 def fixed_crop(audio: np.ndarray, bounds: Sequence[tuple[float, float]], max_seconds: float) -> np.ndarray:
     """The window a frozen encoder sees in training: the whole clip when it fits ``max_seconds``, else a
     window centred on the first phrase (or the clip's start when it has none). Deterministic, so cacheable."""
-    size = int(round(max_seconds * SAMPLE_RATE))
-    if len(audio) <= size:
-        return audio
-    start = 0
-    if bounds:
-        middle = int((bounds[0][0] + bounds[0][1]) / 2 * SAMPLE_RATE)
-        start = min(max(0, middle - size // 2), len(audio) - size)
-    return audio[start : start + size]
+    start = crop_start(len(audio), bounds, max_seconds)
+    return audio[start : start + int(round(max_seconds * SAMPLE_RATE))]
 
 
 class FeatureCache:

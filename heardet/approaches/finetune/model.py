@@ -102,9 +102,10 @@ class LoadedClassifier:
     meta: dict[str, Any]
 
     def predict(self, audios: Sequence[np.ndarray], batch_size: int = 8, progress: bool = False) -> list[ClipScore]:
-        """:func:`predict_audio` with this classifier's own threshold and window length."""
+        """:func:`predict_audio` with this classifier's own threshold, window length and phrase offsets."""
+        offsets = self.meta.get("phrase_offsets")
         return predict_audio(self.model, self.feature_extractor, audios, self.max_seconds, batch_size,
-                             self.threshold, progress=progress)
+                             self.threshold, progress=progress, phrase_offsets=tuple(offsets) if offsets else None)
 
 
 class FrameHead(nn.Module):
@@ -232,9 +233,22 @@ class EncoderClassifier(nn.Module):
         return self.classify(*self.encode(features, lengths))[0]
 
 
-def localise(frame_logits: np.ndarray) -> tuple[float, float]:
-    """(start_s, end_s) of the phrase in a window: the run of frames around the peak whose probability
-    is at least :data:`LOCALISE_SHARE` of the peak's."""
+def peak_time(frame_logits: np.ndarray) -> float:
+    """Seconds into the window of the centre of the frame that scores highest."""
+    return (int(np.argmax(frame_logits)) + 0.5) * FRAME_SECONDS
+
+
+def localise(frame_logits: np.ndarray, offsets: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(start_s, end_s) of the phrase in a window.
+
+    The frame head fires sharply on one part of the phrase (for «не слышу», its last syllable), so
+    with ``offsets`` = (seconds before, seconds after) the peak — measured on the training clips'
+    bounds when the model was fitted — the phrase is placed around the peak; without them, it is
+    the run of frames around the peak whose probability is at least :data:`LOCALISE_SHARE` of the peak's.
+    """
+    if offsets is not None:
+        t, end = peak_time(frame_logits), len(frame_logits) * FRAME_SECONDS
+        return max(0.0, t - offsets[0]), min(end, t + offsets[1])
     probs = 1.0 / (1.0 + np.exp(-np.asarray(frame_logits, dtype=np.float64)))
     peak = int(np.argmax(probs))
     keep = probs >= probs[peak] * LOCALISE_SHARE
@@ -354,7 +368,8 @@ def predict_frames(model: EncoderClassifier, feature_extractor: WhisperFeatureEx
 
 def predict_audio(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor,
                   audios: Sequence[np.ndarray], max_seconds: float = 10.0, batch_size: int = 8,
-                  threshold: float = 0.5, hop_s: float | None = None, progress: bool = False) -> list[ClipScore]:
+                  threshold: float = 0.5, hop_s: float | None = None, progress: bool = False,
+                  phrase_offsets: tuple[float, float] | None = None) -> list[ClipScore]:
     """Score recordings of any length; long ones in overlapping windows, best window wins.
 
     Args:
@@ -367,6 +382,7 @@ def predict_audio(model: EncoderClassifier, feature_extractor: WhisperFeatureExt
         threshold: ``label = score >= threshold``.
         hop_s: window hop (default: three quarters of ``max_seconds``).
         progress: show a tqdm bar over batches.
+        phrase_offsets: seconds before and after the peak frame that the phrase spans (see :func:`localise`).
 
     Returns:
         One :class:`ClipScore` per recording, in input order.
@@ -381,14 +397,15 @@ def predict_audio(model: EncoderClassifier, feature_extractor: WhisperFeatureExt
     best: dict[int, ClipScore] = {}
     for (clip, window), value, frame_logits in zip(windows, scores, frames):
         if clip not in best or value > best[clip].score:
-            where = localise(frame_logits) if frame_logits is not None and len(frame_logits) else None
+            where = localise(frame_logits, phrase_offsets) if frame_logits is not None and len(frame_logits) else None
             best[clip] = ClipScore(float(value), int(value >= threshold), window.index, window.start_s, window.end_s,
                                    *((window.start_s + where[0], window.start_s + where[1]) if where else (None, None)))
     return [best[clip] for clip in range(len(audios))]
 
 
 def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor, config: Any,
-                    threshold: float, out_dir: str | Path, max_seconds: float | None = None) -> Path:
+                    threshold: float, out_dir: str | Path, max_seconds: float | None = None,
+                    phrase_offsets: tuple[float, float] | None = None) -> Path:
     """Write a classifier that :func:`load_classifier` rebuilds without the hub.
 
     Files: ``model.safetensors`` (encoder + head weights), ``encoder_classifier.json`` (the
@@ -402,6 +419,7 @@ def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureE
         threshold: decision threshold on the score.
         out_dir: directory to write (created if missing).
         max_seconds: window length for long audio (default: ``config.max_seconds``, else 10).
+        phrase_offsets: seconds before and after the peak frame that the phrase spans (frame pooling).
 
     Returns:
         ``out_dir`` as a Path.
@@ -423,6 +441,7 @@ def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureE
         "n_classes": N_CLASSES,
         "threshold": float(threshold),
         "max_seconds": float(max_seconds),
+        "phrase_offsets": list(phrase_offsets) if phrase_offsets else None,
         "finetune_config": config_dict,
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))

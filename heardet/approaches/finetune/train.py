@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from heardet.approaches.finetune.features import FeatureCache, encode_clips, fixed_crop, pad_states
+from heardet.approaches.finetune.features import FeatureCache, crop_start, encode_clips, fixed_crop, pad_states
 from heardet.approaches.finetune.model import (
     POOLINGS,
     EncoderClassifier,
@@ -34,7 +34,9 @@ from heardet.approaches.finetune.model import (
     collate,
     load_pretrained,
     log_mel,
+    peak_time,
     predict_audio,
+    predict_frames,
     save_classifier,
 )
 from heardet.audio import SAMPLE_RATE, AudioError, load_audio
@@ -211,10 +213,12 @@ class FittedClassifier:
     fold: int | None
     steps: int
     seconds: float
+    phrase_offsets: tuple[float, float] | None = None  # seconds before / after the peak frame (frame pooling)
 
     def save(self, out_dir: str | Path, config: FinetuneConfig) -> Path:
         """:func:`heardet.approaches.finetune.model.save_classifier` of this model."""
-        return save_classifier(self.model, self.feature_extractor, config, self.threshold, out_dir)
+        return save_classifier(self.model, self.feature_extractor, config, self.threshold, out_dir,
+                               phrase_offsets=self.phrase_offsets)
 
 
 def prepare_examples(clips: Sequence[Clip], max_clips: int = 0, seed: int = 42,
@@ -520,6 +524,7 @@ def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
     examples = examples.subsample(config.max_train_clips, config.seed)
     started = time.perf_counter()
     model, feature_extractor = _base_model(config, encoder_factory)
+    states = None
     if config.frozen:
         states = encoder_states(model, feature_extractor, examples, config, progress)
         steps = train_head(model, states, examples.labels, config, None, progress, on_step)
@@ -527,5 +532,32 @@ def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
         steps = train_model(model, feature_extractor, examples, config, None, progress, on_step)
     seconds = time.perf_counter() - started
     logger.info("final fit on %d clips: %d steps, %.1f s", len(examples.ids), steps, seconds)
-    return FittedClassifier(model, feature_extractor, float(threshold), None, steps, seconds)
+    offsets = phrase_offsets(model, feature_extractor, examples, config, states)
+    return FittedClassifier(model, feature_extractor, float(threshold), None, steps, seconds, offsets)
+
+
+OFFSET_CLIPS = 200  # positives whose peak frames calibrate the phrase offsets
+
+
+def phrase_offsets(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor, examples: LabelledAudio,
+                   config: FinetuneConfig, states: Sequence[np.ndarray] | None = None) -> tuple[float, float] | None:
+    """Median seconds from a phrase's start to the model's peak frame, and from the peak to its end, over
+    (up to :data:`OFFSET_CLIPS`) training positives with bounds; None for mean pooling or without bounds."""
+    if model.pooling != "frames":
+        return None
+    rows = [i for i in range(len(examples.ids)) if examples.labels[i] == 1 and examples.bounds[i]][:OFFSET_CLIPS]
+    if not rows:
+        return None
+    crops = [fixed_crop(examples.audios[i], examples.bounds[i], config.max_seconds) for i in rows]
+    if states is not None:
+        frames = [model.classify(*pad_states([states[i]], model.device))[1][0].detach().cpu().numpy() for i in rows]
+    else:
+        frames = predict_frames(model, feature_extractor, crops, config.eval_batch_size)[1]
+    before, after = [], []
+    for i, crop, logits in zip(rows, crops, frames):
+        t = peak_time(logits) + crop_start(len(examples.audios[i]), examples.bounds[i], config.max_seconds) / SAMPLE_RATE
+        start, end = min(examples.bounds[i], key=lambda b: abs((b[0] + b[1]) / 2 - t))
+        before.append(t - start)
+        after.append(end - t)
+    return float(max(0.0, np.median(before))), float(max(0.0, np.median(after)))
 
