@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from heardet.approaches.catboost import CatBoostConfig, cross_validate, fit_final, predict_proba
+from heardet.approaches.catboost import CatBoostConfig, cross_validate, engine_holdout, fit_final, predict_proba
 from heardet.approaches.finetune.train import FinetuneConfig, evaluate, fit, prepare_examples
 from heardet.approaches.finetune.train import cross_validate as finetune_cv
-from heardet.cv import leave_one_engine_out
+from heardet.approaches.finetune.train import engine_holdout as finetune_engine_holdout
 from heardet.data import groups_of, load_dataset
 from heardet.metrics import score
 from heardet.whisper.asr import default_cache, make_transcriber, transcribe_clips
@@ -51,13 +51,7 @@ def catboost_rows(name: str, data: Path, transcriber, folds: int) -> list[dict]:
         iterations = int(np.median(cv.extra["best_iteration"]))
         model = fit_final(texts, labels, config, iterations)
         test_f1 = score(test.label.astype(int), (predict_proba(model, list(test.text)) >= cv.threshold).astype(int))
-
-        def fit_predict(train_rows, held_out):
-            held = fit_final([texts[i] for i in train_rows], labels[train_rows], config, iterations)
-            return predict_proba(held, [texts[i] for i in held_out])
-
-        loeo = leave_one_engine_out(groups_of(kept, "engine") or [None] * len(kept), labels, fit_predict,
-                                    cv.threshold)
+        loeo = engine_holdout(texts, labels, groups_of(kept, "engine"), config, iterations, cv.threshold)
         rows.append({"data": name, "approach": "catboost", "folds": f"{folds} {kind}", "cv_f1": cv.mean_f1,
                      "cv_std": cv.std_f1, "test_f1": test_f1.macro_f1,
                      **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
@@ -77,13 +71,7 @@ def finetune_row(name: str, data: Path, grouped: bool) -> dict:
     test = prepare_examples(dataset.test, progress=False)
     probs, _ = evaluate(final.model, final.feature_extractor, test, QUICK)
     test_f1 = score(test.labels, (probs >= cv.result.threshold).astype(int))
-
-    def fit_predict(train_rows, held_out):
-        held = fit(examples.subset(train_rows), QUICK, progress=False)
-        return evaluate(held.model, held.feature_extractor, examples.subset(held_out), QUICK)[0]
-
-    loeo = leave_one_engine_out(examples.engines or [None] * len(examples.ids), examples.labels, fit_predict,
-                                cv.result.threshold)
+    loeo = finetune_engine_holdout(examples, QUICK, cv.result.threshold)
     row = {"data": name, "approach": "finetune", "folds": f"2 {'voice-grouped' if grouped else 'stratified'}",
            "cv_f1": cv.result.mean_f1, "cv_std": cv.result.std_f1, "test_f1": test_f1.macro_f1,
            **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()}, "seconds": round(time.perf_counter() - started, 1)}

@@ -41,9 +41,9 @@ from heardet.whisper.asr import DecodeOptions, TranscriberConfig
 @friendly_errors
 def main(data, out, register_as, **options) -> None:
     """Run approach 2 on DATA and log it to the active MLflow run."""
-    from heardet.approaches.catboost import CatBoostTextModel, cross_validate, fit_final, predict_proba
+    from heardet.approaches.catboost import CatBoostTextModel, cross_validate, engine_holdout, fit_final
     from heardet.cli import configure_logging
-    from heardet.cv import leave_one_engine_out
+    from heardet.cv import is_grouped
     from heardet.data import groups_of, load_dataset
     from heardet.mlops.contract import log_contract_model
     from heardet.mlops.tracking import log_cv, log_engine_holdout, log_params, log_test_split, stage_run
@@ -66,16 +66,10 @@ def main(data, out, register_as, **options) -> None:
         kept = [clips[i] for i in train.id]
         voices = groups_of(kept, "voice")
         cv = cross_validate(list(train.text), labels, config, groups=voices)
-        log_cv(cv, labels=labels, grouped=voices is not None and len(set(voices)) >= config.n_folds)
+        log_cv(cv, labels=labels, grouped=is_grouped(voices, config.n_folds))
         final_iterations = int(np.median(cv.extra["best_iteration"]))
-        texts = list(train.text)
-
-        def fit_predict(rows, held_out):
-            classifier = fit_final([texts[i] for i in rows], labels[rows], config, final_iterations)
-            return predict_proba(classifier, [texts[i] for i in held_out])
-
-        engines = groups_of(kept, "engine") or [None] * len(kept)
-        log_engine_holdout(leave_one_engine_out(engines, labels, fit_predict, cv.threshold))
+        log_engine_holdout(engine_holdout(list(train.text), labels, groups_of(kept, "engine"), config,
+                                          final_iterations, cv.threshold))
         mlflow.log_text(train[["id", "label", "text"]].assign(oof_score=cv.oof_score).to_csv(index=False),
                         "oof/oof_predictions.csv")
         mlflow.log_param("final_iterations", final_iterations)

@@ -40,14 +40,14 @@ def main(data, out, register_as, params_from, **options) -> None:
     from heardet.approaches.finetune.pyfunc import FinetuneModel
     from heardet.approaches.finetune.train import (
         cross_validate,
-        evaluate,
+        engine_holdout,
         fit,
         model_slug,
         prepare_examples,
     )
     from heardet.approaches.finetune.tune import best_params
     from heardet.cli import configure_logging
-    from heardet.cv import leave_one_engine_out
+    from heardet.cv import is_grouped
     from heardet.data import load_dataset
     from heardet.mlops.contract import log_contract_model
     from heardet.mlops.tracking import log_cv, log_engine_holdout, log_params, log_test_split, stage_run
@@ -74,16 +74,8 @@ def main(data, out, register_as, params_from, **options) -> None:
             mlflow.log_metric(f"train_loss_{'final' if fold is None else f'fold{fold}'}", loss, step=step)
 
         cv = cross_validate(examples, config, on_step=on_step)
-        log_cv(cv.result, labels=examples.labels,
-               grouped=bool(examples.voices) and len(set(examples.voices)) >= config.n_folds)
-        holdout_config = dataclasses.replace(config, refit="all", max_train_clips=0)
-
-        def fit_predict(rows, held_out):
-            held = fit(examples.subset(rows), holdout_config, progress=False)
-            return evaluate(held.model, held.feature_extractor, examples.subset(held_out), holdout_config)[0]
-
-        engines = examples.engines or [None] * len(examples.ids)
-        log_engine_holdout(leave_one_engine_out(engines, examples.labels, fit_predict, cv.result.threshold))
+        log_cv(cv.result, labels=examples.labels, grouped=is_grouped(examples.voices or None, config.n_folds))
+        log_engine_holdout(engine_holdout(examples, config, cv.result.threshold))
         mlflow.log_text("id,label,oof_score\n" + "".join(
             f"{i},{y},{p:.6f}\n" for i, y, p in zip(examples.ids, examples.labels, cv.result.oof_score)),
             "oof/oof_predictions.csv")

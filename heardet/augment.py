@@ -17,17 +17,18 @@ from the synth voices; both live in a :class:`Banks` folder (``<data>/augment/``
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from heardet.audio import SAMPLE_RATE, write_wav
-from heardet.config import is_number, setting, validate
+from heardet.config import FRACTION, is_range, setting, validate
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +43,13 @@ CODECS = ("mp3", "opus", "gsm")
 PEAK = 0.99  # the chain never leaves a sample above this (clipping is a step of its own)
 
 
-def _is_range(low: float, high: float):
-    number = is_number()
-    return lambda v: (isinstance(v, (tuple, list)) and len(v) == 2 and all(map(number, v))
-                      and low <= v[0] <= v[1] <= high)
-
-
-FRACTION = ("a number in [0, 1]", is_number(0, 1))
-
-
 @dataclass(frozen=True)
 class AugmentConfig:
     """How often each step happens (probability per clip) and its range; validated on creation."""
 
     noise_prob: float = setting(0.4, *FRACTION, "Probability per clip of coloured noise (white to brown).")
     snr_db: tuple[float, float] = setting((5.0, 30.0), "a (low, high) pair in dB with -20 <= low <= high <= 80",
-                                          _is_range(-20.0, 80.0), "Noise and background-speech SNR range, dB.")
+                                          is_range(-20.0, 80.0), "Noise and background-speech SNR range, dB.")
     speech_prob: float = setting(0.25, *FRACTION, "Probability per clip of background speech.")
     reverb_prob: float = setting(0.35, *FRACTION, "Probability per clip of a room impulse response.")
     telephone_prob: float = setting(0.3, *FRACTION,
@@ -65,7 +57,7 @@ class AugmentConfig:
     codec_prob: float = setting(0.2, *FRACTION, "Probability per clip of MP3 or Opus compression.")
     clipping_prob: float = setting(0.05, *FRACTION, "Probability per clip of clipping distortion.")
     gain_db: tuple[float, float] = setting((-12.0, 3.0), "a (low, high) pair in dB with -60 <= low <= high <= 20",
-                                           _is_range(-60.0, 20.0), "Gain range, dB (the result never clips).")
+                                           is_range(-60.0, 20.0), "Gain range, dB (the result never clips).")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -199,6 +191,14 @@ def _same_length(audio: np.ndarray, n: int) -> np.ndarray:
     return audio[:n] if len(audio) >= n else np.concatenate([audio, np.zeros(n - len(audio), np.float32)])
 
 
+@functools.lru_cache(maxsize=128)
+def _room(path: Path):
+    """One ``ApplyImpulseResponse`` per impulse response, kept: it reads its file once, not once per clip."""
+    import audiomentations as am
+
+    return am.ApplyImpulseResponse([path], p=1.0, leave_length_unchanged=True)
+
+
 def apply(plan: AugmentPlan, audio: np.ndarray, banks: Banks) -> np.ndarray:
     """Run ``plan`` on 16 kHz mono float32 ``audio``; the result has the same length and never clips.
 
@@ -219,8 +219,7 @@ def apply(plan: AugmentPlan, audio: np.ndarray, banks: Banks) -> np.ndarray:
             raise FileNotFoundError(f"augmentation bank file {kind}/{name} is missing under {root}")
     with _seeded(plan.seed):
         if plan.reverb:
-            response = am.ApplyImpulseResponse([root / "rirs" / plan.reverb], p=1.0, leave_length_unchanged=True)
-            samples = response(samples, SAMPLE_RATE)
+            samples = _room(root / "rirs" / plan.reverb)(samples, SAMPLE_RATE)
         if plan.speech:
             background = am.AddBackgroundNoise([root / "speech" / plan.speech], min_snr_db=plan.speech_snr_db,
                                                max_snr_db=plan.speech_snr_db, p=1.0)
@@ -258,8 +257,3 @@ def augment(audio: np.ndarray, rng: np.random.Generator, banks: Banks = Banks(),
             config: AugmentConfig = AugmentConfig()) -> np.ndarray:
     """Draw a plan from ``rng`` and apply it: on-the-fly augmentation for training."""
     return apply(draw(config, rng, banks), audio, banks)
-
-
-def config_fields() -> list[str]:
-    """Names of the :class:`AugmentConfig` settings (shared by configs that embed them)."""
-    return [f.name for f in fields(AugmentConfig)]

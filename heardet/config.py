@@ -44,6 +44,16 @@ def is_number(low: float | None = None, high: float | None = None, *, low_open: 
     return check
 
 
+def is_range(low: float, high: float) -> Check:
+    """A ``(low_value, high_value)`` pair of numbers with ``low <= low_value <= high_value <= high``."""
+    number = is_number()
+    return lambda v: (isinstance(v, (tuple, list)) and len(v) == 2 and all(map(number, v))
+                      and low <= v[0] <= v[1] <= high)
+
+
+FRACTION = ("a number in [0, 1]", is_number(0, 1))  # ``setting(default, *FRACTION, help)``
+
+
 def one_of(*values: Any) -> Check:
     return lambda v: v in values
 

@@ -78,7 +78,7 @@ def folds(labels: Sequence[int], n_folds: int, seed: int,
     from sklearn.model_selection import StratifiedGroupKFold
 
     plain = stratified_folds(labels, n_folds, seed)  # checks the counts in any case
-    if groups is None or len(set(groups)) < n_folds:
+    if not is_grouped(groups, n_folds):
         return plain
     labels = np.asarray(labels, dtype=int)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
@@ -90,9 +90,15 @@ def folds(labels: Sequence[int], n_folds: int, seed: int,
     return result
 
 
-def engine_splits(engines: Sequence[str | None]) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Leave-one-engine-out: ``(engine, train rows, held-out rows)`` per engine; empty with fewer than two engines."""
-    engines = np.asarray([e or "" for e in engines])
+def is_grouped(groups: Sequence[str] | None, n_folds: int) -> bool:
+    """Whether :func:`folds` groups by ``groups`` (enough distinct groups for the folds), or falls back."""
+    return groups is not None and len(set(groups)) >= n_folds
+
+
+def engine_splits(engines: Sequence[str | None] | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Leave-one-engine-out: ``(engine, train rows, held-out rows)`` per engine; empty with fewer than two
+    engines, or with ``engines`` None (data that does not name them)."""
+    engines = np.asarray([e or "" for e in engines or ()])
     names = sorted(set(engines.tolist()) - {""})
     if len(names) < 2:
         return []
@@ -100,7 +106,7 @@ def engine_splits(engines: Sequence[str | None]) -> list[tuple[str, np.ndarray, 
             for name in names]
 
 
-def leave_one_engine_out(engines: Sequence[str | None], labels: Sequence[int],
+def leave_one_engine_out(engines: Sequence[str | None] | None, labels: Sequence[int],
                          fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
                          threshold: float = 0.5) -> dict[str, Scores]:
     """Train on every other engine and score each engine's clips: ``{engine: Scores}``.

@@ -149,17 +149,18 @@ def read_labels_csv(path: Path) -> dict[str, int]:
     return labels
 
 
-def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
-    """``manifest.jsonl`` rows by clip id, keeping :data:`META_KEYS`; a line that is not a clip row is skipped."""
+def read_manifest(path: Path, keys: tuple[str, ...] | None = META_KEYS) -> dict[str, dict[str, Any]]:
+    """``manifest.jsonl`` rows by clip id (a later row for an id wins), keeping ``keys`` (None: whole rows);
+    a line that is not a clip row (e.g. torn by an interrupted write) is skipped with a warning."""
     rows: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return rows
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         try:
             row = json.loads(line)
-            rows[str(row["id"])] = {k: row[k] for k in META_KEYS if k in row}
+            rows[str(row["id"])] = row if keys is None else {k: row[k] for k in keys if k in row}
         except (ValueError, KeyError, TypeError):
-            logger.warning("%s line %d is not a clip row; ignoring it", path, number)
+            logger.warning("%s line %d is not a clip row (an interrupted write?); ignoring it", path, number)
     return rows
 
 

@@ -32,6 +32,13 @@ class Scores:
         )
 
 
+def log_loss(y_true: Sequence[int], probs: Sequence[float]) -> float:
+    """Mean binary cross-entropy of phrase probabilities (clipped to [1e-7, 1 - 1e-7])."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.clip(np.asarray(probs, dtype=float), 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
 def score(y_true: Sequence[int], y_pred: Sequence[int]) -> Scores:
     """Macro F1, accuracy, precision and recall of the positive class, confusion matrix.
 

@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 from heardet.approaches.rule import normalize
 from heardet.approaches.transcribed import TranscribingModel
 from heardet.config import is_int, is_number, one_of, setting, validate
-from heardet.cv import CVResult, best_threshold, folds
-from heardet.metrics import score
+from heardet.cv import CVResult, best_threshold, folds, leave_one_engine_out
+from heardet.metrics import Scores, score
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,19 @@ def fit_final(texts: Sequence[str], labels: Sequence[int], config: CatBoostConfi
     model = _classifier(config, iterations=max(1, iterations))
     model.fit(text_frame(texts), np.asarray(labels, dtype=int))
     return model
+
+
+def engine_holdout(texts: Sequence[str], labels: Sequence[int], engines: Sequence[str] | None,
+                   config: CatBoostConfig, iterations: int, threshold: float) -> dict[str, Scores]:
+    """Leave-one-engine-out macro F1 (:func:`heardet.cv.leave_one_engine_out`): a :func:`fit_final` model of
+    ``iterations`` rounds trained without each engine, scored on its rows at ``threshold``."""
+    labels = np.asarray(labels, dtype=int)
+
+    def fit_predict(rows: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        model = fit_final([texts[i] for i in rows], labels[rows], config, iterations)
+        return predict_proba(model, [texts[i] for i in held_out])
+
+    return leave_one_engine_out(engines, labels, fit_predict, threshold)
 
 
 def predict_proba(model, texts: Sequence[str]) -> np.ndarray:

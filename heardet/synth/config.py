@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from heardet.augment import AugmentConfig
-from heardet.config import is_int, is_number, setting, setting_of, validate
+from heardet.config import FRACTION, is_int, setting, setting_of, validate
 from heardet.synth.text import count, words
 
 GENERATOR_VERSION = 2  # bump when a change to heardet.synth changes the clips a config makes
@@ -17,9 +17,6 @@ GENERATOR_VERSION = 2  # bump when a change to heardet.synth changes the clips a
 
 def _is_phrase(value: Any) -> bool:
     return isinstance(value, str) and bool(words(value))
-
-
-FRACTION = ("a number in [0, 1]", is_number(0, 1))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from heardet.audio import SAMPLE_RATE, write_wav
 from heardet.augment import Banks, apply, make_rirs
+from heardet.data import BOUNDS_FILE, MANIFEST_FILE, TEST_BOUNDS_FILE, TEST_LABELS_FILE, read_manifest
 from heardet.files import atomic_write_text
 from heardet.synth.config import GENERATOR_VERSION, SynthConfig, SynthReport
 from heardet.synth.plan import SPLITS, ClipPlan, plan_clip
@@ -47,7 +48,6 @@ NOISE_FLOOR = 3e-4  # std of the white noise floor every clip gets (about -70 dB
 N_RIRS = 32  # room impulse responses in a dataset's bank
 N_BACKGROUND = 24  # background-speech recordings in a dataset's bank
 BACKGROUND_SENTENCES = 8  # ordinary sentences per background recording
-TEST_BOUNDS_FILE = "test_word_bounds.json"
 FESTIVAL_CACHE = ".cache/festival"  # festival renderings by text, inside the dataset folder while it is made
 
 
@@ -146,7 +146,7 @@ def _claim(out: Path, config: SynthConfig) -> None:
             raise ValueError(f"{out} holds clips made with other synth settings (changed: {', '.join(changed)}; "
                              f"hash {old_hash} != {config.clip_hash()}); mixing them would make an inconsistent "
                              f"dataset: use a new out directory, or the settings in {path}")
-    elif (out / "manifest.jsonl").exists() or any(any((out / f"wav_{s}").glob("*.wav")) for s in SPLITS):
+    elif (out / MANIFEST_FILE).exists() or any(any((out / f"wav_{s}").glob("*.wav")) for s in SPLITS):
         raise ValueError(f"{out} already holds a dataset that heardet.synth did not make (no {path.name}); "
                          f"use a new or empty out directory")
     else:
@@ -155,24 +155,18 @@ def _claim(out: Path, config: SynthConfig) -> None:
 
 def _read_manifest(out: Path) -> dict[str, dict[str, Any]]:
     """Manifest rows by id, keeping only clips whose wav is on disk."""
-    rows, path = {}, out / "manifest.jsonl"
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines() if path.exists() else [], 1):
-        try:
-            row = json.loads(line)
-            rows[row["id"]] = row
-        except (ValueError, KeyError, TypeError):
-            logger.warning("%s line %d is not a clip row (an interrupted write?); ignoring it", path, number)
+    rows = read_manifest(out / MANIFEST_FILE, keys=None)
     return {k: r for k, r in rows.items() if (out / f"wav_{r.get('split')}" / f"{k}.wav").is_file()}
 
 
 def _write_outputs(out: Path, rows: dict[str, dict[str, Any]]) -> None:
     ordered = [rows[k] for k in sorted(rows)]
-    atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
-    for split, name in (("train", "word_bounds.json"), ("test", TEST_BOUNDS_FILE)):
+    atomic_write_text(out / MANIFEST_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
+    for split, name in (("train", BOUNDS_FILE), ("test", TEST_BOUNDS_FILE)):
         bounds = [f'  "{r["id"]}": {json.dumps(r["bounds"])}' for r in ordered if r["split"] == split and r["label"]]
         atomic_write_text(out / name, "{\n" + ",\n".join(bounds) + "\n}\n" if bounds else "{}\n")
     labels = "".join(f"{r['id']},{r['label']}\n" for r in ordered if r["split"] == "test")
-    atomic_write_text(out / "test_labels.csv", "id,label\n" + labels)
+    atomic_write_text(out / TEST_LABELS_FILE, "id,label\n" + labels)
 
 
 def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True) -> SynthReport:
@@ -220,7 +214,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progres
     text_chunks = [texts[i :: config.workers * 2] for i in range(config.workers * 2) if texts[i :: config.workers * 2]]
     failures: list[str] = []
     with tqdm(total=len(todo), desc="synth", unit="clip", disable=not progress) as bar, \
-            open(out / "manifest.jsonl", "a", encoding="utf-8") as manifest:
+            open(out / MANIFEST_FILE, "a", encoding="utf-8") as manifest:
 
         def collect(results: list[tuple[str, dict | None, str | None]]) -> None:
             for clip_id, row, error in results:

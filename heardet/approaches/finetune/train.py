@@ -13,6 +13,7 @@ Training crops: a clip longer than ``max_seconds`` is cut to a window that holds
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import re
@@ -50,11 +51,11 @@ from heardet.config import (
     setting,
     validate,
 )
-from heardet.cv import CVResult, best_threshold
+from heardet.cv import CVResult, best_threshold, leave_one_engine_out
 from heardet.cv import folds as cv_folds
 from heardet.data import Bounds, Clip, groups_of
 from heardet.devices import is_device, torch_device
-from heardet.metrics import Scores, score
+from heardet.metrics import Scores, log_loss, score
 
 if TYPE_CHECKING:
     from transformers import WhisperFeatureExtractor
@@ -330,8 +331,7 @@ def head_scores(model: EncoderClassifier, states: Sequence[np.ndarray], labels: 
         for begin in range(0, len(states), batch_size):
             hidden, valid = pad_states(states[begin : begin + batch_size], model.device)
             probs[begin : begin + batch_size] = torch.softmax(model.classify(hidden, valid)[0].float(), -1)[:, 1].cpu()
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
-    return probs, float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    return probs, log_loss(labels, probs)
 
 
 def encoder_states(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor, examples: LabelledAudio,
@@ -403,9 +403,7 @@ def evaluate(model: EncoderClassifier, feature_extractor: WhisperFeatureExtracto
     """Scores of ``examples`` as inference computes them (windowed), and their mean log loss."""
     results = predict_audio(model, feature_extractor, examples.audios, config.max_seconds, config.eval_batch_size)
     probs = np.array([r.score for r in results], dtype=float)
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
-    y = examples.labels
-    return probs, float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return probs, log_loss(examples.labels, probs)
 
 
 def _base_model(config: FinetuneConfig,
@@ -534,6 +532,19 @@ def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
     logger.info("final fit on %d clips: %d steps, %.1f s", len(examples.ids), steps, seconds)
     offsets = phrase_offsets(model, feature_extractor, examples, config, states)
     return FittedClassifier(model, feature_extractor, float(threshold), None, steps, seconds, offsets)
+
+
+def engine_holdout(examples: LabelledAudio, config: FinetuneConfig, threshold: float,
+                   encoder_factory: EncoderFactory | None = None) -> dict[str, Scores]:
+    """Leave-one-engine-out macro F1 (:func:`heardet.cv.leave_one_engine_out`): a model fitted on every clip
+    of the other engines (``refit="all"``, no subsample), scored on this engine's clips at ``threshold``."""
+    held_config = dataclasses.replace(config, refit="all", max_train_clips=0)
+
+    def fit_predict(rows: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        held = fit(examples.subset(rows), held_config, encoder_factory, progress=False)
+        return evaluate(held.model, held.feature_extractor, examples.subset(held_out), held_config)[0]
+
+    return leave_one_engine_out(examples.engines or None, examples.labels, fit_predict, threshold)
 
 
 OFFSET_CLIPS = 200  # positives whose peak frames calibrate the phrase offsets
