@@ -226,14 +226,28 @@ def test_frame_pooling_lies_between_the_mean_and_the_max_of_the_valid_frames():
 def test_a_frame_model_scores_padded_clips_like_lone_ones_and_says_where_the_phrase_is(tiny_whisper):
     torch.manual_seed(0)
     model, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
-    model = model.with_pooling("frames").eval()
+    model = model.with_head("frames").eval()
     short, long = noise(1.23, 0), noise(4.0, 1)
     np.testing.assert_allclose(predict_proba(model, fe, [short, long], batch_size=2)[0],
                                predict_proba(model, fe, [short], batch_size=1)[0], atol=1e-5)
     scored = predict_audio(model, fe, [long], max_seconds=2.0, batch_size=2)[0]
     assert scored.start_s <= scored.phrase_start_s < scored.phrase_end_s <= scored.end_s + 1e-6, scored
-    mean_model = model.with_pooling("mean").eval()
+    mean_model = model.with_head("mean").eval()
     assert predict_audio(mean_model, fe, [short])[0].phrase_start_s is None
+
+
+def test_a_layer_mixing_head_sees_every_layer_and_scores_padded_clips_like_lone_ones(tiny_whisper):
+    torch.manual_seed(0)
+    model, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
+    mixing = model.with_head("frames", "all").eval()
+    short, long = noise(1.23, 0), noise(4.0, 1)
+    hidden, valid = mixing.encode(*collate([log_mel(fe, short)]))
+    assert hidden.shape[:2] == (1, len(model.encoder.layers)), "one state per encoder layer"
+    last, _ = model.encode(*collate([log_mel(fe, short)]))
+    torch.testing.assert_close(hidden[:, -1], last, msg="the mix's last layer is the encoder's output")
+    np.testing.assert_allclose(predict_proba(mixing, fe, [short, long], batch_size=2)[0],
+                               predict_proba(mixing, fe, [short], batch_size=1)[0], atol=1e-5)
+    assert {id(p) for p in mixing.mix.parameters()} <= {id(p) for p in mixing.head_parameters()}
 
 
 def test_frozen_training_learns_from_cached_features_and_reuses_them(tiny_whisper, monkeypatch, tmp_path):
@@ -290,19 +304,21 @@ def test_a_frame_head_learns_which_frames_hold_the_phrase_and_points_at_them():
             assert abs(begin - start * FRAME_SECONDS) <= 0.06 and abs(end - (start + 6) * FRAME_SECONDS) <= 0.06
 
 
-def test_a_saved_frame_model_keeps_its_pooling_and_a_version_1_directory_loads_as_mean(tiny_whisper, tmp_path):
+def test_a_saved_frame_model_keeps_its_head_and_a_version_1_directory_loads_as_mean_on_the_last_layer(tiny_whisper, tmp_path):
     import json
 
     model, fe = tiny_factory(tiny_whisper)("tiny", 0.2)
-    save_classifier(model.with_pooling("frames"), fe, FinetuneConfig(model="tiny"), 0.5, tmp_path / "frames")
-    assert load_classifier(tmp_path / "frames").model.pooling == "frames"
+    save_classifier(model.with_head("frames", "all"), fe, FinetuneConfig(model="tiny"), 0.5, tmp_path / "frames")
+    loaded = load_classifier(tmp_path / "frames").model
+    assert (loaded.pooling, loaded.layers) == ("frames", "all")
     save_classifier(model, fe, FinetuneConfig(model="tiny", pooling="mean"), 0.5, tmp_path / "old")
     meta_path = tmp_path / "old" / "encoder_classifier.json"
     meta = json.loads(meta_path.read_text())
     meta.pop("pooling")
     meta["format_version"] = 1
     meta_path.write_text(json.dumps(meta))
-    assert load_classifier(tmp_path / "old").model.pooling == "mean"
+    loaded = load_classifier(tmp_path / "old").model
+    assert (loaded.pooling, loaded.layers) == ("mean", "last")
 
 
 def test_phrase_offsets_place_the_phrase_around_the_peak_within_the_window():

@@ -2,7 +2,8 @@
 
 With the encoder frozen (``encoder_lr=0``), a clip's encoder states never change, so they are
 computed once (content-sized, :meth:`EncoderClassifier.encode`) and stored under
-``$HEARDET_CACHE/features`` keyed by the audio, the encoder's weights and the crop length. Heads
+``$HEARDET_CACHE/features`` keyed by the audio, the encoder's weights and the layers kept (the
+last, or every layer's output for a layer-mixing head). Heads
 then train for many epochs in minutes, and Optuna trials cost seconds instead of minutes.
 """
 
@@ -22,7 +23,7 @@ from heardet.audio import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the key names the layers kept
 
 
 def cache_root() -> Path:
@@ -58,7 +59,8 @@ def fixed_crop(audio: np.ndarray, bounds: Sequence[tuple[float, float]], max_sec
 
 
 class FeatureCache:
-    """Encoder states ``[frames, d_model]`` (float16 ``.npy``) under ``root/<key[:2]>/<key>.npy``."""
+    """Encoder states ``[frames, d_model]`` or ``[layers, frames, d_model]`` (float16 ``.npy``) under
+    ``root/<key[:2]>/<key>.npy``."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else cache_root()
@@ -97,9 +99,10 @@ def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[n
     """Encoder states of each clip (each must fit the encoder), from ``cache`` where it has them.
 
     Returns:
-        One float32 array ``[frames, d_model]`` per clip, in input order.
+        One float32 array ``[frames, d_model]`` per clip (``[layers, frames, d_model]`` when the model
+        mixes layers), in input order.
     """
-    identity = f"{encoder_fingerprint(model)}|{type(feature_extractor).__name__}"
+    identity = f"{encoder_fingerprint(model)}|{type(feature_extractor).__name__}|{model.layers}"
     keys = [FeatureCache.key(a, identity) for a in audios] if cache is not None else [None] * len(audios)
     out: list[np.ndarray | None] = [cache.get(k) if cache is not None else None for k in keys]
     todo = sorted((i for i, v in enumerate(out) if v is None), key=lambda i: len(audios[i]))
@@ -113,7 +116,7 @@ def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[n
                 feats, lengths = collate([log_mel(feature_extractor, audios[i]) for i in rows], model.device)
                 hidden, valid = model.encode(feats, lengths)
                 for row, states, n in zip(rows, hidden.float().cpu().numpy(), valid.sum(dim=1).tolist()):
-                    out[row] = states[:n].astype(np.float16)  # as stored: a cached run trains the same
+                    out[row] = states[..., :n, :].astype(np.float16)  # as stored: a cached run trains the same
                     if cache is not None:
                         cache.put(keys[row], out[row])
     finally:
@@ -124,11 +127,12 @@ def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[n
 
 
 def pad_states(states: Sequence[np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``[frames, d_model]`` arrays zero-padded to the longest: ``[batch, frames, d_model]`` and the valid mask."""
-    longest = max(len(s) for s in states)
-    batch = np.zeros((len(states), longest, states[0].shape[1]), dtype=np.float32)
+    """Stack ``[..., frames, d_model]`` arrays zero-padded to the longest: ``[batch, ..., frames, d_model]``
+    and the valid mask ``[batch, frames]``."""
+    longest = max(s.shape[-2] for s in states)
+    batch = np.zeros((len(states), *states[0].shape[:-2], longest, states[0].shape[-1]), dtype=np.float32)
     valid = np.zeros((len(states), longest), dtype=bool)
     for row, s in enumerate(states):
-        batch[row, : len(s)] = s
-        valid[row, : len(s)] = True
+        batch[row, ..., : s.shape[-2], :] = s
+        valid[row, : s.shape[-2]] = True
     return torch.from_numpy(batch).to(device), torch.from_numpy(valid).to(device)

@@ -9,6 +9,11 @@ Two heads (``pooling``):
 - ``mean``: ``mean over the frames that hold audio -> Dropout -> Linear(d_model, 2)``, the
   original competition recipe.
 
+Which encoder states the head sees (``layers``): ``last``, the final layer's (the original
+recipe), or ``all``, a learned softmax-weighted sum of every layer's output, layer-normalised.
+The final layer is shaped for Whisper's decoder; the middle layers keep more of the sound, and
+the mix lets the head pick (``benchmarks/quality.py`` measures both).
+
 Stock Whisper pads every input to 30 s (3000 mel frames); here a batch is padded only to its
 longest clip, which makes a 5 s clip several times cheaper (`benchmarks/finetune_speed.py`). The stock
 ``WhisperEncoder.forward`` refuses such input, so :meth:`EncoderClassifier.encode` runs the
@@ -51,8 +56,9 @@ logger = logging.getLogger(__name__)
 N_CLASSES = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "encoder_classifier.json"
-FORMAT_VERSION = 2  # 2 added ``pooling``; a version-1 directory is a mean-pooling classifier
+FORMAT_VERSION = 3  # 2 added ``pooling``, 3 ``layers``; version 1 is mean pooling, 1-2 the last layer
 POOLINGS = ("frames", "mean")
+LAYER_CHOICES = ("last", "all")
 FRAME_SECONDS = 0.02  # one encoder output frame (conv2 halves Whisper's 10 ms mel frames)
 FRAME_HIDDEN = 128  # channels of the frame head's first convolution
 FRAME_KERNEL = 5  # frames each convolution sees (100 ms)
@@ -132,6 +138,19 @@ def soft_max_pool(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(masked, dim=1) - torch.log(count)
 
 
+class LayerMix(nn.Module):
+    """A learned softmax-weighted sum of the encoder layers' outputs ``[batch, layers, frames, d]``, layer-normalised."""
+
+    def __init__(self, n_layers: int, d_model: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.weights, dim=0).to(stacked.dtype)
+        return self.norm(torch.einsum("l,bltd->btd", weights, stacked))
+
+
 class EncoderClassifier(nn.Module):
     """Whisper encoder -> a frame head with soft-maximum pooling, or masked mean pooling -> ``Linear(d_model, 2)``.
 
@@ -140,19 +159,28 @@ class EncoderClassifier(nn.Module):
             ``WhisperForConditionalGeneration``); it is used, not copied.
         dropout: dropout probability before the head.
         pooling: ``frames`` or ``mean`` (see the module docstring).
+        layers: ``last`` or ``all`` (a learned mix of every layer's output; see the module docstring).
     """
 
-    def __init__(self, encoder: nn.Module, dropout: float = 0.2, pooling: str = "mean"):
+    def __init__(self, encoder: nn.Module, dropout: float = 0.2, pooling: str = "mean", layers: str = "last"):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if layers not in LAYER_CHOICES:
+            raise ValueError(f"layers must be one of {LAYER_CHOICES}, got {layers!r}")
         self.encoder = encoder
         self.pooling = pooling
+        self.layers = layers
         self.dropout = nn.Dropout(dropout)
         d_model = encoder.config.d_model
         self.head = FrameHead(d_model, dropout) if pooling == "frames" else nn.Linear(d_model, N_CLASSES)
+        self.mix = LayerMix(len(encoder.layers), d_model) if layers == "all" else None
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Everything that is not the encoder: the head, and the layer mix when there is one."""
+        return [*self.head.parameters(), *(self.mix.parameters() if self.mix is not None else ())]
 
     @classmethod
     def from_pretrained(cls, name_or_bundle: Any, dropout: float = 0.2, device: str = "cpu",
@@ -168,11 +196,11 @@ class EncoderClassifier(nn.Module):
         """
         return cls(_whisper_model(name_or_bundle, device).model.encoder, dropout, pooling)
 
-    def with_pooling(self, pooling: str) -> EncoderClassifier:
-        """This encoder with a fresh head of ``pooling`` (itself when it already has that head)."""
-        if pooling == self.pooling:
+    def with_head(self, pooling: str, layers: str = "last") -> EncoderClassifier:
+        """This encoder with a fresh head of ``pooling`` on ``layers`` (itself when it already has that head)."""
+        if (pooling, layers) == (self.pooling, self.layers):
             return self
-        return EncoderClassifier(self.encoder, self.dropout.p, pooling).to(self.device)
+        return EncoderClassifier(self.encoder, self.dropout.p, pooling, layers).to(self.device)
 
     @property
     def max_frames(self) -> int:
@@ -191,8 +219,9 @@ class EncoderClassifier(nn.Module):
             lengths: valid mel frames per clip ``[batch]``.
 
         Returns:
-            hidden states ``[batch, frames_out, d_model]`` and the boolean mask of valid
-            output frames ``[batch, frames_out]`` (conv2 halves the frame rate).
+            hidden states ``[batch, frames_out, d_model]`` (``[batch, layers, frames_out, d_model]``,
+            every layer's output, when ``layers="all"``) and the boolean mask of valid output frames
+            ``[batch, frames_out]`` (conv2 halves the frame rate).
         """
         enc = self.encoder
         frames = features.shape[-1]
@@ -213,15 +242,21 @@ class EncoderClassifier(nn.Module):
         blocked = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
         blocked = blocked.masked_fill(~valid, torch.finfo(x.dtype).min)
         attn_mask = blocked[:, None, None, :].expand(-1, 1, out_frames, -1)
+        outputs = []
         for layer in enc.layers:
-            if self.training and enc.layerdrop > 0.0 and torch.rand([]) < enc.layerdrop:
-                continue
-            x = layer(x, attn_mask)
-        return enc.layer_norm(x), valid
+            if not (self.training and enc.layerdrop > 0.0 and torch.rand([]) < enc.layerdrop):
+                x = layer(x, attn_mask)
+            outputs.append(x)
+        last = enc.layer_norm(x)
+        if self.mix is None:
+            return last, valid
+        return torch.stack([*outputs[:-1], last], dim=1), valid
 
     def classify(self, hidden: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class logits ``[batch, 2]`` from encoder states (index 1 = the phrase is said), and the
         frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too."""
+        if self.mix is not None:
+            hidden = self.mix(hidden)
         if self.pooling == "mean":
             return self.head(self.dropout(masked_mean(hidden, valid))), None
         frames = self.head(self.dropout(hidden), valid)
@@ -438,6 +473,7 @@ def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureE
         "encoder_config": model.encoder.config.to_dict(),
         "dropout": float(model.dropout.p),
         "pooling": model.pooling,
+        "layers": model.layers,
         "n_classes": N_CLASSES,
         "threshold": float(threshold),
         "max_seconds": float(max_seconds),
@@ -469,11 +505,11 @@ def load_classifier(directory: str | Path, device: str = "cpu") -> LoadedClassif
         if not (root / name).is_file():
             raise FileNotFoundError(f"{root} is not a saved encoder classifier: {name} is missing")
     meta = json.loads((root / META_FILE).read_text())
-    if meta.get("format_version") not in (1, FORMAT_VERSION):
+    if meta.get("format_version") not in range(1, FORMAT_VERSION + 1):
         raise ValueError(f"{root / META_FILE}: format_version {meta.get('format_version')!r}, "
-                         f"this heardet reads 1 and {FORMAT_VERSION}")
+                         f"this heardet reads 1 to {FORMAT_VERSION}")
     encoder = WhisperEncoder(WhisperConfig.from_dict(meta["encoder_config"]))
-    model = EncoderClassifier(encoder, meta["dropout"], meta.get("pooling", "mean"))
+    model = EncoderClassifier(encoder, meta["dropout"], meta.get("pooling", "mean"), meta.get("layers", "last"))
     model.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
     model.to(torch_device(device)).eval()
     feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root))

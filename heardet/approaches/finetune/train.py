@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from heardet.approaches.finetune.features import FeatureCache, crop_start, encode_clips, fixed_crop, pad_states
 from heardet.approaches.finetune.model import (
+    LAYER_CHOICES,
     POOLINGS,
     EncoderClassifier,
     autocast,
@@ -96,6 +97,8 @@ class FinetuneConfig:
         eval_batch_size: windows per forward pass when scoring.
         pooling: ``frames`` (per-frame logits, log-mean-exp pooling, phrase times) or ``mean``
             (masked mean pooling and a linear head, the original recipe).
+        layers: ``all`` (a learned softmax-weighted mix of every encoder layer's output) or
+            ``last`` (the final layer's, the original recipe).
 
     With ``encoder_lr=0`` and no augmentation the encoder is frozen: each clip is encoded once
     (:mod:`heardet.approaches.finetune.features`, cached on disk) and only the head trains.
@@ -120,6 +123,8 @@ class FinetuneConfig:
     eval_batch_size: int = setting(8, "an integer >= 1", is_int(1))
     pooling: str = setting("frames", " or ".join(repr(p) for p in POOLINGS), one_of(*POOLINGS),
                            "frames: per-frame scores, soft maximum, phrase times; mean: the original recipe")
+    layers: str = setting("all", " or ".join(repr(c) for c in LAYER_CHOICES), one_of(*LAYER_CHOICES),
+                          "all: a learned mix of every encoder layer's output; last: the final layer's (the recipe)")
 
     @property
     def frozen(self) -> bool:
@@ -293,13 +298,13 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     seed = config.seed + (fold if fold is not None else 1000)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(model.head.parameters(), lr=config.head_lr)
+    optimizer = torch.optim.Adam(model.head_parameters(), lr=config.head_lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     n, step = len(states), 0
     desc = f"fold {fold} (head)" if fold is not None else "final fit (head)"
     with tqdm(total=config.epochs * math.ceil(n / config.batch_size), desc=desc, unit="step",
               disable=not progress, leave=fold is None) as bar:
-        lengths = np.array([len(x) for x in states], dtype=float)
+        lengths = np.array([x.shape[-2] for x in states], dtype=float)
         for _ in range(config.epochs):
             # Batches of similar lengths (less padding), in random order; jitter varies them per epoch.
             order = np.argsort(lengths * rng.uniform(0.9, 1.1, size=n), kind="stable")
@@ -312,7 +317,7 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.head.parameters(), config.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(model.head_parameters(), config.grad_clip)
                 optimizer.step()
                 step += 1
                 bar.update(1)
@@ -356,7 +361,7 @@ def train_model(model: EncoderClassifier, feature_extractor: WhisperFeatureExtra
     rng = np.random.default_rng(seed)
     encoder_params = [p for n, p in model.encoder.named_parameters() if not n.startswith("embed_positions")]
     optimizer = torch.optim.Adam([{"params": encoder_params, "lr": config.encoder_lr},
-                                  {"params": list(model.head.parameters()), "lr": config.head_lr}])
+                                  {"params": model.head_parameters(), "lr": config.head_lr}])
     loss_fn = torch.nn.CrossEntropyLoss()
     train_encoder = config.encoder_lr > 0
     _set_encoder_trainable(model, train_encoder and config.freeze_encoder_steps == 0)
@@ -411,7 +416,7 @@ def _base_model(config: FinetuneConfig,
     factory = encoder_factory or load_pretrained
     torch.manual_seed(config.seed)  # the head's initial weights
     model, feature_extractor = factory(config.model, config.dropout)
-    model = model.with_pooling(config.pooling)
+    model = model.with_head(config.pooling, config.layers)
     if config.max_seconds * 100 > model.max_frames:
         raise ValueError(f"FinetuneConfig.max_seconds={config.max_seconds!r} is invalid for {config.model!r}; "
                          f"allowed: at most {model.max_frames / 100:g}")

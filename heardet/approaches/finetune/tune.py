@@ -50,7 +50,7 @@ PRUNERS = ("median", "none")
 MEDIAN_STARTUP_TRIALS = 3  # trials that always run in full before the median pruner may stop one
 # FinetuneConfig fields that change what a trial's value means: a resumed study must keep them.
 OBJECTIVE_FIELDS = ("model", "n_folds", "epochs", "batch_size", "max_seconds", "freeze_encoder_steps",
-                    "grad_clip", "augment", "seed", "max_train_clips", "pooling")
+                    "grad_clip", "augment", "seed", "max_train_clips", "pooling", "layers")
 ERROR_TAG_CHARS = 5000  # MLflow tag values are limited; the full traceback goes to error.txt
 OPTUNA_DB = "optuna.db"
 

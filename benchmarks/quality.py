@@ -1,0 +1,185 @@
+"""Every approach on one dataset, side by side, in one run: the table of ``benchmarks/quality.md``.
+
+Rows: approach 1 (the rule on whisper-base transcripts), approach 2 (CatBoost on them, voice-grouped
+folds), approach 3 in three recipes (the original competition recipe: whole encoder, mean pooling,
+last layer, 1 epoch; the frozen encoder with the frame head on the last layer; the same on a
+learned mix of every layer, the default), and approach 4 (the ensemble the ``ensemble`` entry
+point would choose from the members' out-of-fold scores, applied to their test scores).
+
+Columns: CV macro F1 (folds grouped by voice where the manifest names voices), macro F1 on the
+test split (its voices and carrier sentences are not in training), leave-one-engine-out macro
+F1 both ways (trained on the other engine's train clips, scored on this engine's), the share of
+the test split's near-miss negatives flagged, the median localisation error on the test
+positives (frame models), and training minutes (CV + final fit; leave-one-engine-out not counted).
+
+    python benchmarks/quality.py DATA --out benchmarks/results/quality.json
+
+Transcripts come from the transcript cache (filled on first use: whisper-base at about 3.5× real
+time on 2 cores), encoder features from the feature cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from heardet.approaches import catboost
+from heardet.approaches.ensemble import choose_blend, vote, weighted
+from heardet.approaches.finetune.model import predict_audio
+from heardet.approaches.finetune.train import (
+    FinetuneConfig,
+    cross_validate,
+    engine_holdout,
+    fit,
+    prepare_examples,
+)
+from heardet.approaches.rule import rule_label
+from heardet.data import groups_of, load_dataset
+from heardet.metrics import score
+from heardet.whisper.asr import default_cache, make_transcriber, transcribe_clips
+
+RECIPES = {
+    "3 original recipe (whole encoder, mean pooling, last layer, 1 epoch, 5 folds)": FinetuneConfig(
+        n_folds=5, epochs=1, batch_size=4, encoder_lr=1e-5, head_lr=3e-4, dropout=0.2, pooling="mean",
+        layers="last", max_seconds=8.0),
+    "3 frozen encoder, frame head, last layer (30 epochs, 2 folds)": FinetuneConfig(
+        n_folds=2, epochs=30, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames", layers="last",
+        max_seconds=8.0),
+    "3 frozen encoder, frame head, all layers mixed (30 epochs, 2 folds; the quick profile)": FinetuneConfig(
+        n_folds=2, epochs=30, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames", layers="all",
+        max_seconds=8.0),
+}
+
+
+def near_miss_rate(clips, predicted: np.ndarray) -> float | None:
+    """Share of the near-miss negatives (manifest ``kind`` = ``hard_negative``) predicted positive."""
+    rows = [i for i, c in enumerate(clips) if c.meta.get("kind") == "hard_negative"]
+    return float(np.mean(predicted[rows])) if rows else None
+
+
+def localisation_error(clips, results) -> float | None:
+    """Median of |start error| and |end error| over test positives with bounds that were found, seconds."""
+    errors = []
+    for clip, r in zip(clips, results):
+        if clip.label == 1 and clip.bounds and r.label == 1 and r.phrase_start_s is not None:
+            start, end = min(clip.bounds, key=lambda b: abs(b[0] - r.phrase_start_s))
+            errors += [abs(r.phrase_start_s - start), abs(r.phrase_end_s - end)]
+    return float(np.median(errors)) if errors else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--skip-recipe", action="store_true", help="leave out the original recipe (the slow row)")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    dataset = load_dataset(args.data, require_train=True)
+    test_clips = [c for c in dataset.test if c.label is not None]
+    if not test_clips:
+        raise SystemExit(f"{args.data}: the test split has no labels (test_labels.csv); nothing to score")
+    engines_of_train = groups_of(dataset.train, "engine")
+    rows, members = [], []  # members: (name, oof by train id, threshold, test scores)
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+
+    # Approaches 1 and 2 share whisper-base transcripts.
+    transcriber = make_transcriber("whisper-base")
+    started = time.perf_counter()
+    train_t = transcribe_clips(transcriber, dataset.train, cache=default_cache(), progress=True)
+    test_t = transcribe_clips(transcriber, test_clips, cache=default_cache(), progress=True)
+    transcribe_s = time.perf_counter() - started
+    ok = (train_t.error == "").to_numpy()
+    ids = list(train_t.id[ok])
+    texts, labels = list(train_t.text[ok]), train_t.label[ok].astype(int).to_numpy()
+    test_labels = np.array([c.label for c in test_clips])
+    rule_train = np.array([rule_label(t) for t in texts], dtype=float)
+    rule_test = np.array([rule_label(t) for t in test_t.text], dtype=float)
+    add({"approach": "1 rule ('не слыш' in the transcript)", "cv_f1": None,
+         "test_f1": score(test_labels, rule_test.astype(int)).macro_f1,
+         "near_miss_fp": near_miss_rate(test_clips, rule_test), "train_minutes": 0.0,
+         "note": f"transcribing train + test took {transcribe_s / 60:.1f} min"})
+    members.append(("rule", dict(zip(ids, rule_train)), 0.5, rule_test))
+
+    by_id = {c.id: c for c in dataset.train}
+    kept = [by_id[i] for i in ids]
+    config = catboost.CatBoostConfig(n_folds=5)
+    started = time.perf_counter()
+    cv = catboost.cross_validate(texts, labels, config, progress=False, groups=groups_of(kept, "voice"))
+    iterations = int(np.median(cv.extra["best_iteration"]))
+    model = catboost.fit_final(texts, labels, config, iterations)
+    minutes = (time.perf_counter() - started) / 60
+    test_scores = catboost.predict_proba(model, list(test_t.text))
+    loeo = catboost.engine_holdout(texts, labels, groups_of(kept, "engine"), config, iterations, cv.threshold)
+    add({"approach": "2 CatBoost on the transcripts (5 folds)", "cv_f1": cv.mean_f1,
+         "test_f1": score(test_labels, (test_scores >= cv.threshold).astype(int)).macro_f1,
+         **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
+         "near_miss_fp": near_miss_rate(test_clips, test_scores >= cv.threshold), "train_minutes": minutes})
+    members.append(("catboost", dict(zip(ids, cv.oof_score)), cv.threshold, test_scores))
+
+    examples = prepare_examples(dataset.train, progress=False)
+    test = prepare_examples(test_clips, progress=False)
+    for name, recipe in RECIPES.items():
+        if args.skip_recipe and recipe.pooling == "mean":
+            continue
+        started = time.perf_counter()
+        cv = cross_validate(examples, recipe, progress=False)
+        final = fit(examples, recipe, cv=cv, progress=False)
+        minutes = (time.perf_counter() - started) / 60
+        results = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
+                                recipe.eval_batch_size, cv.result.threshold, phrase_offsets=final.phrase_offsets)
+        test_scores = np.array([r.score for r in results])
+        loeo = engine_holdout(examples, recipe, cv.result.threshold) if engines_of_train else {}
+        add({"approach": name, "cv_f1": cv.result.mean_f1,
+             "test_f1": score(test.labels, (test_scores >= cv.result.threshold).astype(int)).macro_f1,
+             **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
+             "near_miss_fp": near_miss_rate(test_clips, test_scores >= cv.result.threshold),
+             "localisation_s": localisation_error(test_clips, results), "train_minutes": minutes})
+        members.append((name.split(" (")[0], dict(zip(examples.ids, cv.result.oof_score)), cv.result.threshold,
+                        test_scores))
+
+    # Approach 4: the members the main job registers (rule, CatBoost, the default fine-tune), blended on
+    # the train clips every member scored out of fold.
+    chosen = [members[0], members[1], members[-1]]
+    common = [i for i in ids if all(i in m[1] for m in chosen)]
+    oof = np.array([[m[1][i] for i in common] for m in chosen])
+    blend = choose_blend(oof, [by_id[i].label for i in common], [m[2] for m in chosen], [m[0] for m in chosen])
+    test_matrix = np.array([m[3] for m in chosen])
+    no_errors = [[""] * len(test_clips)] * len(chosen)
+    if blend.method == "vote":
+        votes = np.array([(s >= m[2]).astype(int) for s, m in zip(test_matrix, chosen)])
+        predicted = np.array([p.label for p in vote(votes, test_matrix, no_errors)])
+    else:
+        predicted = np.array([p.label for p in weighted(test_matrix, blend.weights, blend.threshold, no_errors)])
+    add({"approach": f"4 ensemble ({blend.chosen}, chosen out of fold)", "cv_f1": blend.candidates[0][1],
+         "test_f1": score(test_labels, predicted).macro_f1, "near_miss_fp": near_miss_rate(test_clips, predicted),
+         "train_minutes": 0.0})
+
+    engines = sorted({k for r in rows for k in r if k.startswith("loeo_")})
+    fmt = lambda v, spec=".3f": "—" if v is None else format(v, spec)  # noqa: E731
+    print(f"\n{len(dataset.train)} train / {len(test_clips)} test clips of {args.data}; "
+          f"{platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    print("| approach | CV macro F1 | test macro F1 | "
+          + " | ".join(f"LOEO: without {e[5:]}, F1 on it" for e in engines)
+          + " | near misses flagged | median localisation error, s | training minutes |")
+    print("|---|---|---|" + "---|" * len(engines) + "---|---|---|")
+    for r in rows:
+        print(f"| {r['approach']} | {fmt(r['cv_f1'])} | {fmt(r['test_f1'])} | "
+              + " | ".join(fmt(r.get(e)) for e in engines)
+              + f" | {fmt(r['near_miss_fp'], '.1%')} | {fmt(r.get('localisation_s'), '.2f')} | "
+              f"{r['train_minutes']:.1f} |")
+    if args.out:
+        args.out.write_text(json.dumps({"measured": time.strftime("%Y-%m-%d %H:%M"), "data": str(args.data),
+                                        "rows": rows}, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
