@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from heardet.config import click_options, from_options
 from heardet.data import DataError
+from heardet.scan import ScanConfig, evaluate_calls
 from heardet.synth.config import SynthConfig
 
 logger = logging.getLogger("heardet")
@@ -136,15 +139,34 @@ def validate(data_dir: Path, no_progress: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
               help="Output directory (competition layout).")
 @click_options(SynthConfig)
+@click.option("--calls", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Instead of clips: this many stereo call recordings (calls/, events.json).")
+@click.option("--minutes", type=click.FloatRange(0.5, 120), default=3.0, show_default=True,
+              help="Length of each call (--calls).")
+@click.option("--calls-split", type=click.Choice(["train", "test"]), default="test", show_default=True,
+              help="Whose voices and sentences the calls use: train (to choose an operating point) or test.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def synth(out: Path, no_progress: bool, **options) -> None:
+def synth(out: Path, calls: int, minutes: float, calls_split: str, no_progress: bool, **options) -> None:
     """Generate a Russian TTS dataset (espeak-ng + festival) in the competition layout.
 
-    Clips already generated in OUT are kept, so an interrupted run can be resumed.
+    Clips already generated in OUT are kept, so an interrupted run can be resumed. With --calls,
+    writes call-like stereo recordings instead (agent left, customer right, 8 kHz telephone band)
+    and events.json (where the customer says the phrase).
     """
     from heardet.data import validate_dataset
     from heardet.synth import synthesize
 
+    if calls:
+        from heardet.synth.calls import make_calls
+
+        try:
+            made = make_calls(out, calls, minutes, calls_split, config=from_options(SynthConfig, options),
+                              progress=not no_progress)
+        except (ValueError, RuntimeError) as exc:
+            fail(str(exc))
+        click.echo(f"{made.n_calls} calls ({made.with_phrase} with the phrase, {made.hours:.2f} h) in {out}, "
+                   f"{made.seconds:.1f} s")
+        return
     try:
         result = synthesize(out, from_options(SynthConfig, options), progress=not no_progress)
     except (ValueError, RuntimeError) as exc:
@@ -226,12 +248,31 @@ def report_errors(rows) -> int:
 @click.option("--model", "model_uri", required=True, help="Model URI, e.g. models:/heardet-catboost/1.")
 @click.option("--split", type=click.Choice(["auto", "train", "test"]), default="auto", show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def evaluate(data_dir, model_uri, split, no_progress) -> None:
+@click_options(ScanConfig, only=["threshold", "vad", "mix", "refractory_s", "window_s", "hop_s"])
+@click.option("--store-operating-points", is_flag=True,
+              help="Calls: record the thresholds for 0.5, 1 and 5 FA/h on the registered model version.")
+def evaluate(data_dir, model_uri, split, no_progress, store_operating_points, **scan_options) -> None:
     """Score a labelled DATA_DIR with any heardet model; print macro F1 and the confusion matrix.
 
     An unreadable clip counts as a wrong prediction, is listed at the end and makes the exit status 1.
+    A DATA_DIR of calls (calls/ and events.json, from `heardet synth --calls`) is scanned instead:
+    event recall, false accepts per hour, call-level macro F1, median onset error, and the
+    thresholds that keep false accepts under 0.5, 1 and 5 per hour on these calls.
     """
     from heardet.mlops.scoring import evaluate_clips, labelled_split
+    from heardet.synth.calls import CALLS_DIR, EVENTS_FILE
+
+    if (Path(data_dir) / EVENTS_FILE).is_file():
+        files = gather_audio([Path(data_dir) / CALLS_DIR])
+        report = evaluate_calls(open_model(model_uri), files, Path(data_dir) / EVENTS_FILE,
+                                from_options(ScanConfig, scan_options), progress=not no_progress)
+        click.echo(f"{model_uri} on the calls of {data_dir}:")
+        click.echo(report.render())
+        if store_operating_points:
+            from heardet.mlops.registry import store_operating_points as store
+
+            click.echo(store(model_uri, report.operating_points))
+        sys.exit(report_errors((r.file, r.error) for r in report.results))
 
     try:
         split, clips = labelled_split(data_dir, split)  # before the model: a bad directory fails at once
@@ -266,6 +307,60 @@ def predict(inputs, model_uri, output, batch_size, no_progress) -> None:
     bad = frame[frame.error != ""]
     click.echo(f"wrote {output}: {len(frame) - len(bad)} scored, {int((frame.label == 1).sum())} with the phrase")
     sys.exit(report_errors(zip(bad.path, bad.error)))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", required=True, help="Model URI, e.g. models:/heardet-finetune-whisper-base/1.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("events.csv"), show_default=True,
+              help="One row per event: file, channel, start_s, end_s, score.")
+@click.option("--summary", type=click.Path(path_type=Path), help="Also write one row per file here (CSV).")
+@click.option("--target-fah", type=click.FloatRange(min=0, min_open=True),
+              help="Use the threshold stored for this many false accepts per hour (heardet evaluate CALLS "
+                   "--store-operating-points).")
+@click_options(ScanConfig)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def scan(inputs, model_uri, output, summary, target_fah, no_progress, **options) -> None:
+    """Find the phrase in whole recordings: events with channel and times, per file.
+
+    A stereo file is scanned per channel (left, right) unless --mix; files are streamed in blocks;
+    with --vad (the default) only windows holding speech are scored. Exits 1 when some file could
+    not be read (listed at the end; the rest are scanned), 2 on a usage error.
+    """
+    from heardet.scan import events_frame, model_scorer, scan_files
+
+    files = gather_audio(inputs)
+    config = from_options(ScanConfig, options)
+    if target_fah is not None:
+        if config.threshold is not None:
+            fail("give --threshold or --target-fah, not both")
+        from heardet.mlops.registry import stored_threshold
+
+        try:
+            config = dataclasses.replace(config, threshold=stored_threshold(model_uri, target_fah))
+        except DataError as exc:
+            fail(str(exc))
+    model = open_model(model_uri)
+    started = time.perf_counter()
+    results = scan_files(files, model_scorer(model), config, progress=not no_progress)
+    seconds = time.perf_counter() - started
+    events = events_frame(results)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    events.to_csv(output, index=False)
+    if summary:
+        import pandas as pd
+
+        pd.DataFrame([r.summary() for r in results]).to_csv(summary, index=False)
+    audio = sum(r.duration_s for r in results)
+    for r in results:
+        if not r.error:
+            click.echo(f"{r.file}: {len(r.events)} event(s) in {r.duration_s:.0f} s "
+                       f"({', '.join(r.channels)}; speech {r.speech_s:.0f} s, {r.scored}/{r.windows} windows scored)")
+        for e in r.events:
+            click.echo(f"  {e.channel:>5} {e.start_s:8.2f}-{e.end_s:8.2f} s  score {e.score:.3f}")
+    click.echo(f"wrote {output}: {len(events)} events in {len(results)} files, {audio / 3600:.2f} h of audio "
+               f"in {seconds:.0f} s ({audio / max(seconds, 1e-9):.0f}× real time)")
+    sys.exit(report_errors((r.file, r.error) for r in results))
 
 
 @main.command()

@@ -120,3 +120,16 @@ def importances(importance: dict[str, float]) -> Figure:
     ax.set(xlabel="importance", title="parameter importances")
     fig.tight_layout()
     return fig
+
+
+def det(fa_per_hour: Sequence[float], miss_rate: Sequence[float], title: str = "") -> Figure:
+    """A DET curve of whole-call scanning: miss rate against false accepts per hour (log scale; 0 FA/h
+    is drawn at 0.01), one point per threshold."""
+    fig, ax = _figure(5.0, 4.0)
+    ax.plot([max(v, 1e-2) for v in fa_per_hour], miss_rate, marker=".", lw=1)
+    ax.set_xscale("log")
+    ax.set(xlabel="false accepts per hour", ylabel="miss rate (1 - event recall)", ylim=(-0.02, 1.02))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title or "misses vs false accepts per hour", fontsize=9)
+    fig.tight_layout()
+    return fig

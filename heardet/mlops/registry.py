@@ -161,3 +161,53 @@ def source_run_id(uri: str) -> str | None:
         return None
     name, _, version = resolve_version(uri).partition("/")
     return MlflowClient().get_model_version(name, version).run_id
+
+
+OPERATING_POINT_TAG = "heardet.scan_threshold_fah_{target:g}"  # a model version's threshold for a FA/h target
+
+
+def _model_version(uri: str) -> tuple[str, str]:
+    from heardet.data import DataError
+
+    if not uri.startswith("models:/"):
+        raise DataError(f"{uri}: operating points live on a registered model version; give models:/name/version "
+                        "or models:/name@alias")
+    name, _, version = resolve_version(uri).partition("/")
+    return name, version
+
+
+def store_operating_points(uri: str, points: dict[float, float | None]) -> str:
+    """Record ``{target FA/h: threshold}`` as tags of the model version ``uri`` names; returns what was done."""
+    from mlflow import MlflowClient
+
+    name, version = _model_version(uri)
+    client = MlflowClient()
+    done = []
+    for target, threshold in sorted(points.items()):
+        if threshold is None:
+            done.append(f"{target:g} FA/h: not reachable on these calls, nothing stored")
+            continue
+        client.set_model_version_tag(name, version, OPERATING_POINT_TAG.format(target=target), f"{threshold:.6f}")
+        done.append(f"{target:g} FA/h: threshold {threshold:.4f}")
+    return f"operating points of {name} version {version}: " + "; ".join(done)
+
+
+def stored_threshold(uri: str, target: float) -> float:
+    """The threshold stored on the model version ``uri`` names for ``target`` false accepts per hour.
+
+    Raises:
+        DataError: not a registered model version, or no operating point stored for that target.
+    """
+    from mlflow import MlflowClient
+
+    from heardet.data import DataError
+
+    name, version = _model_version(uri)
+    tags = MlflowClient().get_model_version(name, version).tags
+    value = tags.get(OPERATING_POINT_TAG.format(target=target))
+    if value is None:
+        stored = sorted(k.rsplit("_", 1)[-1] for k in tags if k.startswith("heardet.scan_threshold_fah_"))
+        raise DataError(f"{name} version {version} has no operating point for {target:g} FA/h "
+                        f"(stored: {', '.join(stored) or 'none'}); choose one on calls with "
+                        f"`heardet evaluate CALLS --model {uri} --store-operating-points`")
+    return float(value)
