@@ -364,6 +364,40 @@ def scan(inputs, model_uri, output, summary, target_fah, no_progress, **options)
 
 
 @main.command()
+@click.argument("calls_dir", type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", required=True, help="The model whose false alarms to mine.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Dataset whose wav_train/ gets the mined negatives.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
+              help="At most this many windows (the highest-scoring first).")
+@click_options(ScanConfig, only=["vad", "window_s", "hop_s"])
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def mine(calls_dir, model_uri, data_dir, threshold, limit, no_progress, **scan_options) -> None:
+    """Add a model's false alarms on CALLS_DIR to DATA's training clips, as hard negatives.
+
+    CALLS_DIR comes from `heardet synth --calls N --calls-split train` (training voices: keep the
+    calls that choose operating points and the test calls apart). Every window scoring at least
+    --threshold that overlaps no phrase of events.json becomes a label-0 clip; retrain afterwards.
+    """
+    from heardet.scan import false_alarms, model_scorer, scan_files
+    from heardet.synth.calls import CALLS_DIR, EVENTS_FILE, mine_negatives, read_events
+
+    if not (Path(calls_dir) / EVENTS_FILE).is_file():
+        fail(f"{calls_dir} has no {EVENTS_FILE}: mining needs calls whose phrases are known (heardet synth --calls)")
+    if not (Path(data_dir) / "wav_train").is_dir():
+        fail(f"{data_dir}/wav_train does not exist: give the dataset the mined clips should join")
+    files = gather_audio([Path(calls_dir) / CALLS_DIR])
+    config = from_options(ScanConfig, scan_options, threshold=threshold)
+    results = scan_files(files, model_scorer(open_model(model_uri)), config, progress=not no_progress)
+    windows = false_alarms(results, read_events(Path(calls_dir) / EVENTS_FILE), threshold)
+    added = mine_negatives(calls_dir, windows, data_dir, limit)
+    click.echo(f"{len(windows)} false-alarm windows at threshold {threshold:g}; added {len(added)} to "
+               f"{data_dir}/wav_train (kind 'mined' in manifest.jsonl)")
+    sys.exit(report_errors((r.file, r.error) for r in results))
+
+
+@main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               default=Path("-"), show_default=True, help="Where to write the body ('-': standard output).")

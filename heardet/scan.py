@@ -543,3 +543,32 @@ def evaluate_calls(model, files: Sequence[Path], events_path: str | Path, config
     chosen = {t: (p.threshold if (p := operating_point(points, t)) else None) for t in FA_TARGETS}
     return CallsEvaluation(call_metrics(results, truth, config.threshold, config.refractory_s), points, chosen,
                            results, seconds)
+
+
+def false_alarms(results: Sequence[FileScan], truth: dict[str, list[tuple[str, float, float]]],
+                 threshold: float) -> list[tuple[str, str, float, float, float]]:
+    """Windows scoring at least ``threshold`` that overlap no true event of their channel:
+    ``(file, channel, start_s, end_s, score)``, highest score first. The hard negatives to mine."""
+    out = []
+    for result in results:
+        true = truth.get(Path(result.file).stem, [])
+        for channel, start, end, value, *_ in result.window_scores:
+            if value >= threshold and not any(c == channel and start <= b + MATCH_SLACK_S and end >= a - MATCH_SLACK_S
+                                              for c, a, b in true):
+                out.append((result.file, channel, start, end, value))
+    return sorted(out, key=lambda w: -w[4])
+
+
+def read_segment(path: str | Path, channel: str, start_s: float, end_s: float) -> np.ndarray:
+    """``start_s``..``end_s`` of one channel (``left``/``right``/``mono``: the mix) of a file, at 16 kHz."""
+    import soundfile as sf
+    import soxr
+
+    with sf.SoundFile(str(path)) as handle:
+        handle.seek(int(start_s * handle.samplerate))
+        block = handle.read(int((end_s - start_s) * handle.samplerate), dtype="float32", always_2d=True)
+        names = CHANNEL_NAMES.get(handle.channels, ())
+        audio = block.mean(axis=1) if channel == "mono" else block[:, names.index(channel)]
+        if handle.samplerate != SAMPLE_RATE:
+            audio = soxr.resample(audio, handle.samplerate, SAMPLE_RATE)
+    return np.ascontiguousarray(audio, dtype=np.float32)

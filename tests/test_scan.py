@@ -284,3 +284,26 @@ def test_the_scan_entry_point_logs_events_call_metrics_and_a_det_plot(mlflow_sto
     assert "plots/det.png" in artifacts
     events = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/scan/events.csv")
     assert "right" in events and "left" not in events
+
+
+def test_mine_adds_false_alarms_as_voice_grouped_negatives_once(burst_model, tmp_path, monkeypatch, tiny_dataset):
+    from heardet.cli import main
+    from heardet.data import load_dataset
+
+    calls = _calls_folder(tmp_path / "calls_mine")
+    (calls / "events.json").write_text(json.dumps({"call_001": [], "call_002": []}))  # the burst is a false alarm
+    (calls / "calls.jsonl").write_text("".join(json.dumps({"id": c, "agent": "espeak-ng/ru+m1/f2", "customer":
+                                                           "festival/msu_ru_nsh/f3p+1"}) + "\n"
+                                               for c in ("call_001", "call_002")))
+    monkeypatch.setattr("heardet.cli.open_model", lambda uri: burst_model)
+    before = len(load_dataset(tiny_dataset).train)
+    args = ["mine", str(calls), "--model", "models:/x/1", "--data", str(tiny_dataset), "--vad", "false",
+            "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    train = load_dataset(tiny_dataset).train
+    mined = [c for c in train if c.id.startswith("mined_call_001_right")]
+    assert mined and all(c.label == 0 and c.meta["kind"] == "mined" for c in mined)
+    assert mined[0].meta["voice"] == "festival/msu_ru_nsh/f3p+1" and mined[0].meta["engine"] == "festival"
+    assert len(train) == before + len(mined)
+    assert CliRunner().invoke(main, args).exit_code == 0 and len(load_dataset(tiny_dataset).train) == len(train)

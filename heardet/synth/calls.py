@@ -203,3 +203,37 @@ def read_events(path: str | Path) -> dict[str, list[tuple[str, float, float]]]:
         except (TypeError, ValueError):
             raise DataError(f"{path}: {key!r}: expected a list of [channel, start_s, end_s]") from None
     return out
+
+
+def mine_negatives(calls_dir: str | Path, windows: list[tuple[str, str, float, float, float]], data_dir: str | Path,
+                   limit: int = 200) -> list[str]:
+    """Add the false-alarm ``windows`` (:func:`heardet.scan.false_alarms`) of calls in ``calls_dir`` to the
+    training clips of ``data_dir`` as label-0 clips ``mined_<call>_<channel>_<ms>`` with manifest rows
+    (``kind`` = ``mined``, the speaker's engine and voice, so folds stay grouped by voice); returns their ids.
+    A window already mined is not added twice."""
+    from heardet.audio import write_wav
+    from heardet.data import MANIFEST_FILE, read_manifest
+    from heardet.scan import read_segment
+
+    calls_dir, data = Path(calls_dir), Path(data_dir)
+    speakers = {}
+    for line in (calls_dir / CALLS_MANIFEST).read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        speakers[row["id"]] = {"left": row["agent"], "right": row["customer"]}
+    existing = read_manifest(data / MANIFEST_FILE, keys=None)
+    added, rows = [], []
+    for file, channel, start, end, value in windows[:limit]:
+        call = Path(file).stem
+        clip_id = f"mined_{call}_{channel}_{int(round(start * 1000)):08d}"
+        if clip_id in existing:
+            continue
+        voice = speakers.get(call, {}).get(channel, "unknown/unknown")
+        audio = read_segment(file, channel, start, end)
+        write_wav(data / "wav_train" / f"{clip_id}.wav", audio)
+        rows.append({"id": clip_id, "split": "train", "index": -1, "label": 0, "kind": "mined",
+                     "engine": voice.split("/")[0], "voice": voice, "source": f"{file} {channel} {start}-{end}",
+                     "score": round(value, 4), "duration": round(len(audio) / SAMPLE_RATE, 3), "bounds": []})
+        added.append(clip_id)
+    with open(data / MANIFEST_FILE, "a", encoding="utf-8") as manifest:
+        manifest.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return added
