@@ -106,20 +106,25 @@ def test_a_silent_channel_costs_no_model_calls_and_speech_does(tmp_path):
     speech = espeak("алло, вы меня слышите? повторите пожалуйста", "ru+m3", 150, 50)
     quiet = np.zeros(int(20 * SAMPLE_RATE), np.float32)
     left = quiet.copy()
-    left[5 * SAMPLE_RATE : 5 * SAMPLE_RATE + len(speech)] = 0.3 * speech / np.max(np.abs(speech))
+    for at in (5, 13):  # the second utterance straddles the first block's end (block_s=10)
+        left[at * SAMPLE_RATE : at * SAMPLE_RATE + len(speech)] = 0.3 * speech / np.max(np.abs(speech))
     path = tmp_path / "one_sided.wav"
     import soxr
 
     stereo = np.stack([soxr.resample(left, SAMPLE_RATE, 8000), soxr.resample(quiet, SAMPLE_RATE, 8000)], axis=1)
     sf.write(path, stereo, 8000, subtype="PCM_16")
     counting = CountingScorer()
-    result = scan_file(path, counting, ScanConfig(window_s=4.0, hop_s=2.0))
+    result = scan_file(path, counting, ScanConfig(window_s=4.0, hop_s=2.0, block_s=10.0))
     scored_channels = {w[0] for w in result.window_scores}
     assert scored_channels == {"left"}, "the silent right channel was sent to the model"
     assert 0 < result.scored == sum(counting.windows) < result.windows
-    assert 0 < result.speech_s < 10 and result.scored_s < 10
-    left_windows = [w for w in result.window_scores]
-    assert all(3.5 <= w[1] and w[2] <= 5.5 + len(speech) / SAMPLE_RATE for w in left_windows), left_windows
+    assert 0 < result.speech_s < 2 * len(speech) / SAMPLE_RATE + 2 and result.scored_s <= 4 * 4.0
+    said = len(speech) / SAMPLE_RATE
+    for at in (5, 13):
+        covering = [w for w in result.window_scores if w[1] <= at + 0.3 and w[2] >= at + said - 0.3]
+        assert covering, f"no window holds the utterance at {at} s: {result.window_scores}"
+    assert all(4.0 < w[1] and w[2] < 13 + said + 1 and (w[2] < 5 + said + 1 or w[1] > 12)
+               for w in result.window_scores), "a window on silence"
     everything = scan_file(path, CountingScorer(), ScanConfig(window_s=4.0, hop_s=2.0, vad=False))
     assert everything.scored == everything.windows > result.scored and everything.scored_s == pytest.approx(everything.windows * 4.0)
 
