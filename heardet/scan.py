@@ -450,7 +450,7 @@ class CallMetrics:
 
     def render(self) -> str:
         onset = "—" if self.onset_error_s is None else f"{self.onset_error_s:.2f} s"
-        at = "the model's own threshold" if math.isnan(self.threshold) else f"threshold {self.threshold:.3f}"
+        at = "the model's own threshold" if math.isnan(self.threshold) else f"threshold {self.threshold:.6g}"
         return (f"{at}: event recall {self.event_recall:.3f} of {self.true_events}, "
                 f"{self.false_accepts} false accepts in {self.hours:.2f} h = {self.fa_per_hour:.2f} FA/h, "
                 f"call macro F1 {self.call_f1:.3f}, median onset error {onset}")

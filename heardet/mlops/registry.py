@@ -187,8 +187,8 @@ def store_operating_points(uri: str, points: dict[float, float | None]) -> str:
         if threshold is None:
             done.append(f"{target:g} FA/h: not reachable on these calls, nothing stored")
             continue
-        client.set_model_version_tag(name, version, OPERATING_POINT_TAG.format(target=target), f"{threshold:.6f}")
-        done.append(f"{target:g} FA/h: threshold {threshold:.4f}")
+        client.set_model_version_tag(name, version, OPERATING_POINT_TAG.format(target=target), repr(float(threshold)))
+        done.append(f"{target:g} FA/h: threshold {threshold!r}")
     return f"operating points of {name} version {version}: " + "; ".join(done)
 
 
