@@ -44,11 +44,10 @@ class Profile:
 
 
 PROFILES = {
-    # About 20 minutes on 2 CPU cores: a frozen whisper-base encoder (features computed once and
-    # cached), a frame head with soft-maximum pooling on a learned mix of the encoder's layers,
-    # trained 30 epochs; the tune searches its head learning rate and dropout on those cached
-    # features of 240 clips first, and the fine-tune uses the best. The frame head gains more from
-    # training clips than the transcript approaches lose in time (benchmarks/quality.md).
+    # About 27 minutes on 2 CPU cores, 10 of them transcribing: a frozen whisper-base encoder
+    # (features computed once and cached), a frame head with soft-maximum pooling on a learned mix
+    # of the encoder's layers, trained 30 epochs; the tune searches its head learning rate and
+    # dropout on the cached features of 240 clips first, and the fine-tune uses the best.
     "quick": Profile("quick", n_train=480, n_test=120, catboost_folds=5, finetune_folds=2, max_train_clips=0,
                      max_seconds=8.0, finetune_epochs=30, finetune_batch=16, pooling="frames", layers="all",
                      frozen=True, tune_trials=3, tune_folds=2, tune_max_train_clips=240),
