@@ -35,16 +35,13 @@ def _scan(uri: str, folder: str, vad: bool, max_calls: int, queue) -> None:
 
     from heardet.mlops.scoring import load_model
     from heardet.mlops.store import use_store
-    from heardet.scan import ScanConfig, model_scorer, scan_files
+    from heardet.scan import ScanConfig, timed_scan
     from heardet.synth.calls import CALLS_DIR
 
     logging.basicConfig(level=logging.WARNING)
     use_store()
     files = sorted(Path(folder, CALLS_DIR).glob("*.wav"))[: max_calls or None]
-    model = load_model(uri)
-    started = time.perf_counter()
-    results = scan_files(files, model_scorer(model), ScanConfig(vad=vad), progress=False)
-    seconds = time.perf_counter() - started
+    results, seconds = timed_scan(load_model(uri), files, ScanConfig(vad=vad), progress=False)
     queue.put((results, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 

@@ -33,13 +33,11 @@ def main(model_uri: str, inputs: Path, target_fah: float, **options) -> None:
     """Scan INPUTS with MODEL_URI and log the events (and call metrics) to the active MLflow run."""
     import dataclasses
 
-    import pandas as pd
-
     from heardet.cli import configure_logging, gather_audio
     from heardet.mlops import plots
     from heardet.mlops.scoring import load_model
     from heardet.mlops.tracking import log_params, stage_run
-    from heardet.scan import FA_TARGETS, evaluate_calls, events_frame
+    from heardet.scan import FA_TARGETS, evaluate_calls, events_frame, files_frame, timed_scan
     from heardet.synth.calls import CALLS_DIR, EVENTS_FILE
 
     configure_logging()
@@ -54,24 +52,17 @@ def main(model_uri: str, inputs: Path, target_fah: float, **options) -> None:
     files = gather_audio([inputs / CALLS_DIR if truth and (inputs / CALLS_DIR).is_dir() else inputs])
     with stage_run("scan", f"scan {model_uri}"):
         log_params({"model_uri": model_uri, "inputs": str(inputs), **{k: str(v) for k, v in asdict(config).items()}})
-        evaluation = evaluate_calls(load_model(model_uri), files, truth, config) if truth else None
-        if evaluation is None:
-            import time
-
-            from heardet.scan import model_scorer, scan_files
-
-            started = time.perf_counter()
-            results = scan_files(files, model_scorer(load_model(model_uri)), config)
-            seconds = time.perf_counter() - started
-        else:
-            results, seconds = evaluation.results, evaluation.seconds
+        model = load_model(model_uri)
+        evaluation = evaluate_calls(model, files, truth, config) if truth else None
+        results, seconds = (evaluation.results, evaluation.seconds) if evaluation else timed_scan(model, files, config)
+        events = events_frame(results)
         audio = sum(r.duration_s for r in results)
         mlflow.log_metrics({"scan_x_real_time": audio / max(seconds, 1e-9), "scan_audio_hours": audio / 3600,
                             "scan_windows_scored": sum(r.scored for r in results),
                             "scan_windows": sum(r.windows for r in results),
                             "scan_unreadable_files": sum(bool(r.error) for r in results)})
-        mlflow.log_text(events_frame(results).to_csv(index=False), "scan/events.csv")
-        mlflow.log_text(pd.DataFrame([r.summary() for r in results]).to_csv(index=False), "scan/files.csv")
+        mlflow.log_text(events.to_csv(index=False), "scan/events.csv")
+        mlflow.log_text(files_frame(results).to_csv(index=False), "scan/files.csv")
         if evaluation is not None:
             m = evaluation.metrics
             mlflow.log_metrics({k: v for k, v in {
@@ -85,7 +76,7 @@ def main(model_uri: str, inputs: Path, target_fah: float, **options) -> None:
             mlflow.log_figure(plots.det([p.fa_per_hour for p in points], [1 - p.event_recall for p in points],
                                         model_uri), "plots/det.png")
             click.echo(evaluation.render())
-        click.echo(f"{len(events_frame(results))} events in {len(results)} files, {audio / 3600:.2f} h, "
+        click.echo(f"{len(events)} events in {len(results)} files, {audio / 3600:.2f} h, "
                    f"{audio / max(seconds, 1e-9):.0f}× real time")
 
 

@@ -193,7 +193,6 @@ def transcribe(inputs, model, backend, language, beam_size, temperature_fallback
                no_cache, no_progress) -> None:
     """Transcribe audio files (or every file in directories) to a CSV: id, path, text, error."""
     import json
-    import time
 
     import pandas as pd
 
@@ -327,7 +326,7 @@ def scan(inputs, model_uri, output, summary, target_fah, no_progress, **options)
     with --vad (the default) only windows holding speech are scored. Exits 1 when some file could
     not be read (listed at the end; the rest are scanned), 2 on a usage error.
     """
-    from heardet.scan import events_frame, model_scorer, scan_files
+    from heardet.scan import events_frame, files_frame, timed_scan
 
     files = gather_audio(inputs)
     config = from_options(ScanConfig, options)
@@ -340,17 +339,12 @@ def scan(inputs, model_uri, output, summary, target_fah, no_progress, **options)
             config = dataclasses.replace(config, threshold=stored_threshold(model_uri, target_fah))
         except DataError as exc:
             fail(str(exc))
-    model = open_model(model_uri)
-    started = time.perf_counter()
-    results = scan_files(files, model_scorer(model), config, progress=not no_progress)
-    seconds = time.perf_counter() - started
+    results, seconds = timed_scan(open_model(model_uri), files, config, progress=not no_progress)
     events = events_frame(results)
     output.parent.mkdir(parents=True, exist_ok=True)
     events.to_csv(output, index=False)
     if summary:
-        import pandas as pd
-
-        pd.DataFrame([r.summary() for r in results]).to_csv(summary, index=False)
+        files_frame(results).to_csv(summary, index=False)
     audio = sum(r.duration_s for r in results)
     for r in results:
         if not r.error:
@@ -380,20 +374,21 @@ def mine(calls_dir, model_uri, data_dir, threshold, limit, no_progress, **scan_o
     calls that choose operating points and the test calls apart). Every window scoring at least
     --threshold that overlaps no phrase of events.json becomes a label-0 clip; retrain afterwards.
     """
-    from heardet.scan import false_alarms, model_scorer, scan_files
+    from heardet.data import TRAIN_DIR
+    from heardet.scan import false_alarms, timed_scan
     from heardet.synth.calls import CALLS_DIR, EVENTS_FILE, mine_negatives, read_events
 
     if not (Path(calls_dir) / EVENTS_FILE).is_file():
         fail(f"{calls_dir} has no {EVENTS_FILE}: mining needs calls whose phrases are known (heardet synth --calls)")
-    if not (Path(data_dir) / "wav_train").is_dir():
-        fail(f"{data_dir}/wav_train does not exist: give the dataset the mined clips should join")
+    if not (Path(data_dir) / TRAIN_DIR).is_dir():
+        fail(f"{data_dir}/{TRAIN_DIR} does not exist: give the dataset the mined clips should join")
     files = gather_audio([Path(calls_dir) / CALLS_DIR])
     config = from_options(ScanConfig, scan_options, threshold=threshold)
-    results = scan_files(files, model_scorer(open_model(model_uri)), config, progress=not no_progress)
+    results, _ = timed_scan(open_model(model_uri), files, config, progress=not no_progress)
     windows = false_alarms(results, read_events(Path(calls_dir) / EVENTS_FILE), threshold)
     added = mine_negatives(calls_dir, windows, data_dir, limit)
     click.echo(f"{len(windows)} false-alarm windows at threshold {threshold:g}; added {len(added)} to "
-               f"{data_dir}/wav_train (kind 'mined' in manifest.jsonl)")
+               f"{data_dir}/{TRAIN_DIR} (kind 'mined' in manifest.jsonl)")
     sys.exit(report_errors((r.file, r.error) for r in results))
 
 

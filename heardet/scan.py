@@ -230,8 +230,7 @@ def merge_events(file: str, channel: str, hits: Sequence[tuple[float, float, flo
 class _Channel:
     """One channel's stream: a buffer of the 16 kHz samples not yet decided on, its VAD, its next window."""
 
-    def __init__(self, name: str, gate: SpeechGate):
-        self.name = name
+    def __init__(self, gate: SpeechGate):
         self.gate = gate
         self.buffer = np.zeros(0, np.float32)
         self.start = 0  # sample index of buffer[0]
@@ -292,9 +291,11 @@ def _windows(channel: _Channel, config: ScanConfig, final: bool) -> list[tuple[i
     # Windows placed on speech: regions less than JOIN_GAP_S apart are joined (up to a window's
     # length), padded, and scored in one window, or several `hop` apart when the stretch is longer.
     pad, margin, gap = (int(x * SAMPLE_RATE) for x in (REGION_PAD_S, VAD_MARGIN_S, JOIN_GAP_S))
-    regions = [(int(round(a * SAMPLE_RATE)), int(round(b * SAMPLE_RATE))) for a, b in channel.gate.regions]
-    while channel.next_region < len(regions):
-        first = last = channel.next_region
+    done = channel.next_region  # regions before this one have their windows: convert only the rest
+    regions = [(int(round(a * SAMPLE_RATE)), int(round(b * SAMPLE_RATE))) for a, b in channel.gate.regions[done:]]
+    first = 0
+    while first < len(regions):
+        last = first
         while (last + 1 < len(regions) and regions[last + 1][0] - regions[last][1] < gap
                and regions[last + 1][1] - regions[first][0] <= window):
             last += 1
@@ -304,9 +305,10 @@ def _windows(channel: _Channel, config: ScanConfig, final: bool) -> list[tuple[i
         if sum(e - s for s, e in regions[first : last + 1]) / SAMPLE_RATE >= config.min_speech_s:
             out += [(begin, channel.take(begin, stop))
                     for begin, stop in _spans(max(channel.start, a - pad), min(channel.end, b + pad), window, hop)]
-        channel.next_region = last + 1
-    if channel.next_region < len(regions):
-        channel.drop_before(regions[channel.next_region][0] - pad)
+        first = last + 1
+    channel.next_region = done + first
+    if first < len(regions):
+        channel.drop_before(regions[first][0] - pad)
     else:
         channel.drop_before(channel.end - margin - pad)
     return out
@@ -358,7 +360,7 @@ def scan_file(path: str | Path, score: Callable[[list[np.ndarray]], pd.DataFrame
         for block, names in read_blocks(path, config.block_s, config.mix):
             if not channels:
                 result.channels = names
-                channels = [_Channel(name, SpeechGate(config.vad)) for name in names]
+                channels = [_Channel(SpeechGate(config.vad)) for _ in names]
             for channel, audio in zip(channels, block):
                 channel.append(audio)
             total += block.shape[1]
@@ -381,14 +383,13 @@ def scan_file(path: str | Path, score: Callable[[list[np.ndarray]], pd.DataFrame
 
 def audio_seconds(files: Sequence[Path]) -> float:
     """Total duration of ``files`` from their headers (0 for one that cannot be read)."""
-    import soundfile as sf
+    from heardet.audio import audio_info
 
     seconds = 0.0
     for path in files:
         try:
-            info = sf.info(str(path))
-            seconds += info.frames / info.samplerate
-        except (RuntimeError, sf.LibsndfileError):
+            seconds += audio_info(path)[0]
+        except (AudioError, OSError):
             pass
     return seconds
 
@@ -403,6 +404,23 @@ def scan_files(files: Sequence[Path], score: Callable[[list[np.ndarray]], pd.Dat
             if results[-1].error:
                 logger.warning("%s: %s", path, results[-1].error)
     return results
+
+
+def timed_scan(model, files: Sequence[Path], config: ScanConfig,
+               progress: bool = True) -> tuple[list[FileScan], float]:
+    """:func:`scan_files` with a pyfunc ``model``, and the seconds it took."""
+    import time
+
+    started = time.perf_counter()
+    results = scan_files(files, model_scorer(model), config, progress)
+    return results, time.perf_counter() - started
+
+
+def files_frame(results: Sequence[FileScan]) -> pd.DataFrame:
+    """One row per file (:meth:`FileScan.summary`)."""
+    import pandas as pd
+
+    return pd.DataFrame([r.summary() for r in results])
 
 
 def events_frame(results: Sequence[FileScan]) -> pd.DataFrame:
@@ -538,14 +556,10 @@ class CallsEvaluation:
 def evaluate_calls(model, files: Sequence[Path], events_path: str | Path, config: ScanConfig,
                    progress: bool = True) -> CallsEvaluation:
     """Scan ``files`` with ``model`` and score the events against ``events_path`` (``events.json``)."""
-    import time
-
     from heardet.synth.calls import read_events
 
     truth = read_events(events_path)
-    started = time.perf_counter()
-    results = scan_files(files, model_scorer(model), config, progress)
-    seconds = time.perf_counter() - started
+    results, seconds = timed_scan(model, files, config, progress)
     points = det_points(results, truth, config.refractory_s)
     chosen = {t: (p.threshold if (p := operating_point(points, t)) else None) for t in FA_TARGETS}
     return CallsEvaluation(call_metrics(results, truth, config.threshold, config.refractory_s), points, chosen,

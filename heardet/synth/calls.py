@@ -212,7 +212,7 @@ def mine_negatives(calls_dir: str | Path, windows: list[tuple[str, str, float, f
     (``kind`` = ``mined``, the speaker's engine and voice, so folds stay grouped by voice); returns their ids.
     A window already mined is not added twice."""
     from heardet.audio import write_wav
-    from heardet.data import MANIFEST_FILE, read_manifest
+    from heardet.data import MANIFEST_FILE, TRAIN_DIR, read_manifest
     from heardet.scan import read_segment
 
     calls_dir, data = Path(calls_dir), Path(data_dir)
@@ -229,7 +229,7 @@ def mine_negatives(calls_dir: str | Path, windows: list[tuple[str, str, float, f
             continue
         voice = speakers.get(call, {}).get(channel, "unknown/unknown")
         audio = read_segment(file, channel, start, end)
-        write_wav(data / "wav_train" / f"{clip_id}.wav", audio)
+        write_wav(data / TRAIN_DIR / f"{clip_id}.wav", audio)
         rows.append({"id": clip_id, "split": "train", "index": -1, "label": 0, "kind": "mined",
                      "engine": voice.split("/")[0], "voice": voice, "source": f"{file} {channel} {start}-{end}",
                      "score": round(value, 4), "duration": round(len(audio) / SAMPLE_RATE, 3), "bounds": []})
