@@ -13,6 +13,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from heardet.audio import SAMPLE_RATE
+from heardet.mlops.contract import ContractModel, Prediction, sources_from_frame, to_frame
 from heardet.scan import (
     FileScan,
     ScanConfig,
@@ -42,33 +43,27 @@ class CountingScorer:
         return pd.DataFrame({"label": [0] * len(windows), "score": [0.0] * len(windows), "error": [""] * len(windows)})
 
 
-class BurstModel:
+class BurstModel(ContractModel):
     """A tiny contract model (saved and loaded as a real pyfunc): the share of a window's energy near
     1 kHz is its score, and the 20 ms frames where that share is high are the phrase. A tiny random
     Whisper cannot learn to find anything, and the scan must be tested on a model that can."""
 
-    def __new__(cls):
-        from heardet.mlops.contract import ContractModel, Prediction, sources_from_frame, to_frame
+    def predict(self, context, model_input, params=None):
+        from heardet.audio import load_audio
 
-        class _Model(ContractModel):
-            def predict(self, context, model_input, params=None):
-                from heardet.audio import load_audio
-
-                sources, errors = sources_from_frame(model_input)
-                predictions, starts, ends = [], [], []
-                for source in sources:
-                    audio = load_audio(source, allow_silent=True)
-                    frames = audio[: len(audio) // 320 * 320].reshape(-1, 320)
-                    spectrum = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-                    band = spectrum[:, 18:23].sum(axis=1) / (spectrum.sum(axis=1) + 1e-9)  # 900-1100 Hz
-                    score = float(np.clip(band.max() * 1.5, 0, 1))
-                    hot = np.flatnonzero(band > 0.5)
-                    predictions.append(Prediction(int(score >= 0.5), score))
-                    starts.append(hot[0] * 0.02 if len(hot) else np.nan)
-                    ends.append((hot[-1] + 1) * 0.02 if len(hot) else np.nan)
-                return to_frame(predictions, {"phrase_start_s": starts, "phrase_end_s": ends})
-
-        return _Model()
+        sources, errors = sources_from_frame(model_input)
+        predictions, starts, ends = [], [], []
+        for source in sources:
+            audio = load_audio(source, allow_silent=True)
+            frames = audio[: len(audio) // 320 * 320].reshape(-1, 320)
+            spectrum = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+            band = spectrum[:, 18:23].sum(axis=1) / (spectrum.sum(axis=1) + 1e-9)  # 900-1100 Hz
+            score = float(np.clip(band.max() * 1.5, 0, 1))
+            hot = np.flatnonzero(band > 0.5)
+            predictions.append(Prediction(int(score >= 0.5), score))
+            starts.append(hot[0] * 0.02 if len(hot) else np.nan)
+            ends.append((hot[-1] + 1) * 0.02 if len(hot) else np.nan)
+        return to_frame(predictions, {"phrase_start_s": starts, "phrase_end_s": ends})
 
 
 @pytest.fixture(scope="module")
