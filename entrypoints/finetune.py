@@ -32,11 +32,16 @@ from heardet.config import click_options, from_options
 @data_option
 @click_options(FinetuneConfig, skip=["eval_batch_size"])
 @out_option
-@click.option("--register-as", default="", help="Registered model name (default heardet-finetune-<model>).")
-@click.option("--params-from", default="", help="A tune run id: use its best encoder_lr, head_lr and dropout.")
+@click.option("--register-as", "--register_as", default="", help="Registered model name (default heardet-finetune-<model>).")
+@click.option("--params-from", default="",
+              help="A tune run id: use its best encoder_lr, head_lr and dropout where not given here.")
 @friendly_errors
 def main(data, out, register_as, params_from, **options) -> None:
-    """Fine-tune MODEL's encoder on DATA and log it to the active MLflow run."""
+    """Fine-tune MODEL's encoder on DATA and log it to the active MLflow run.
+
+    The MLproject declares neither the tuned parameters nor ``register_as``: ``mlflow run``
+    would log their defaults before this command picks the values it trains with.
+    """
     from heardet.approaches.finetune.pyfunc import FinetuneModel
     from heardet.approaches.finetune.train import (
         cross_validate,
@@ -54,7 +59,9 @@ def main(data, out, register_as, params_from, **options) -> None:
     from heardet.whisper.hub import ensure_available
 
     configure_logging()
-    tuned = best_params(params_from) if params_from else {}
+    given = click.get_current_context().get_parameter_source
+    tuned = {k: v for k, v in (best_params(params_from) if params_from else {}).items()
+             if given(k) != click.core.ParameterSource.COMMANDLINE}  # a value given here wins
     config = from_options(FinetuneConfig, options, **tuned)
     ensure_available(config.model)  # fail in a second, before minutes of loading audio
     slug = model_slug(config.model)
@@ -63,8 +70,7 @@ def main(data, out, register_as, params_from, **options) -> None:
     with stage_run("finetune", f"finetune {config.model} {config.n_folds}-fold"):
         start = time.perf_counter()
         mlflow.set_tags({"refit": config.refit, **({"params_from": params_from} if params_from else {})})
-        if tuned:  # `mlflow run` logged the command-line defaults under the plain names already
-            mlflow.log_params({f"tuned_{k}": v for k, v in tuned.items()})
+        if tuned:
             logging.getLogger("heardet").info("using the best trial of tune run %s: %s", params_from,
                                               ", ".join(f"{k}={v:g}" for k, v in tuned.items()))
         log_params({**dataclasses.asdict(config), "data": str(data), "register_as": register_as})

@@ -24,6 +24,7 @@ from heardet.cli import friendly_errors
 @friendly_errors
 def main(profile: str, data: str, out: str, serve: bool, asr_model: str, finetune_model: str) -> None:
     """Run every approach on DATA and print the results table."""
+    import mlflow
     from pipeline import log_results, run_pipeline
 
     from heardet.cli import configure_logging
@@ -34,8 +35,10 @@ def main(profile: str, data: str, out: str, serve: bool, asr_model: str, finetun
         results = run_pipeline(profile, data, out, serve, asr_model, finetune_model)
         table = log_results(results)
         click.echo("\n" + table)
-        click.echo("\nBrowse the runs:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db  "
-                   "then open http://127.0.0.1:5000")
+        uri = mlflow.get_tracking_uri()
+        browse = (f"open {uri}" if uri.startswith("http") else
+                  f".venv/bin/mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000")
+        click.echo(f"\nBrowse the runs:  {browse}")
 
 
 if __name__ == "__main__":

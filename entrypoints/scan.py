@@ -2,7 +2,8 @@
 
 Scans ``inputs`` (files or directories; a calls folder from ``heardet synth --calls`` is read from
 its ``calls/``) per channel, with voice-activity gating, and logs ``scan/events.csv`` (file, channel,
-start_s, end_s, score), ``scan/files.csv`` (one row per file) and ``scan_x_real_time``. When the
+start_s, end_s, score), ``scan/files.csv`` (one row per file), ``scan_x_real_time`` and the param
+``threshold_used`` (``threshold`` is as requested, -1 for the model's own). When the
 folder holds ``events.json`` it also logs ``event_recall``, ``fa_per_hour``, ``call_macro_f1``,
 ``onset_median_error_s``, the thresholds for 0.5 / 1 / 5 false accepts per hour
 (``threshold_fah_<target>``) and ``plots/det.png`` (miss rate against false accepts per hour).
@@ -10,7 +11,6 @@ folder holds ``events.json`` it also logs ``event_recall``, ``fa_per_hour``, ``c
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -41,6 +41,7 @@ def main(model_uri: str, inputs: Path, target_fah: float, **options) -> None:
     from heardet.synth.calls import CALLS_DIR, EVENTS_FILE
 
     configure_logging()
+    requested = {k: str(v) for k, v in options.items()}  # as `mlflow run` logged them (-1: the model's own)
     if options.get("threshold") is not None and options["threshold"] < 0:
         options["threshold"] = None  # MLproject has no null: a negative threshold means "the model's own"
     config = from_options(ScanConfig, options)
@@ -51,7 +52,8 @@ def main(model_uri: str, inputs: Path, target_fah: float, **options) -> None:
     truth = inputs / EVENTS_FILE if inputs.is_dir() and (inputs / EVENTS_FILE).is_file() else None
     files = gather_audio([inputs / CALLS_DIR if truth and (inputs / CALLS_DIR).is_dir() else inputs])
     with stage_run("scan", f"scan {model_uri}"):
-        log_params({"model_uri": model_uri, "inputs": str(inputs), **{k: str(v) for k, v in asdict(config).items()}})
+        log_params({"model_uri": model_uri, "inputs": str(inputs), "target_fah": target_fah, **requested,
+                    "threshold_used": "model's own" if config.threshold is None else config.threshold})
         model = load_model(model_uri)
         evaluation = evaluate_calls(model, files, truth, config) if truth else None
         results, seconds = (evaluation.results, evaluation.seconds) if evaluation else timed_scan(model, files, config)

@@ -42,7 +42,7 @@ def main(data, **options) -> None:
     import optuna
 
     from heardet.approaches.finetune.train import prepare_examples
-    from heardet.approaches.finetune.tune import log_result, redact, tune
+    from heardet.approaches.finetune.tune import has_password, log_result, redact, tune
     from heardet.cli import configure_logging
     from heardet.data import load_dataset
     from heardet.mlops.tracking import log_params, stage_run
@@ -50,6 +50,8 @@ def main(data, **options) -> None:
 
     configure_logging()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # heardet logs one line per trial instead
+    if has_password(options["storage"]):
+        warn_of_logged_password()
     search, base = from_options(TuneConfig, options), from_options(FinetuneConfig, options)
     ensure_available(base.model)  # fail in a second, before minutes of loading audio
     dataset = load_dataset(data, require_train=True)
@@ -66,6 +68,28 @@ def main(data, **options) -> None:
                 f"{result.count('PRUNED')} pruned here); see the trial runs' `error` tag")
         logging.getLogger("heardet").info("best %s %.4f: %s (trial run %s)", search.metric, result.best_trial.value,
                                           result.best_params, result.best_run_id)
+
+
+def warn_of_logged_password() -> None:
+    """``mlflow run`` logged ``storage``, password included, before this command started (and
+    printed it in its command line): name the run, and how to remove it. The config check
+    that follows refuses the URL; deleting the user's run is left to them."""
+    import os
+    import shlex
+
+    import mlflow
+
+    from heardet.approaches.finetune.tune import has_password
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    logged = mlflow.MlflowClient().get_run(run_id).data.params.get("storage", "")
+    if logged and has_password(shlex.split(logged)[0]):
+        logging.getLogger("heardet").error(
+            "mlflow run has logged the storage URL, password included, as a parameter of run %s: remove it "
+            "with `mlflow runs delete --run-id %s` then `mlflow gc`, and change a shared database's password",
+            run_id, run_id)
 
 
 if __name__ == "__main__":

@@ -153,18 +153,30 @@ AUDIO_SIGNATURES = {  # leading bytes of the formats heardet reads
 def what_is_wrong(data: bytes, decoder_error: str) -> str:
     """Why bytes that no decoder accepted are not usable audio, judged from their content
     (a file's extension says nothing about it)."""
+    if "does not exist" in decoder_error:  # libsndfile's words for an in-memory stream it cannot place
+        decoder_error = "format not recognised"
     head = data[:64]
     for signature, kind in AUDIO_SIGNATURES.items():
         if head.startswith(signature):
             return f"corrupt or truncated {kind} audio ({decoder_error})"
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        return f"corrupt or truncated MP3 audio ({decoder_error})"
-    text = data[:4096].decode("utf-8", errors="replace")
-    text = text[:-1] if len(data) > 4096 else text  # the cut may have split a character
-    if text.strip() and all((ch.isprintable() or ch.isspace()) and ch != "\ufffd" for ch in text):
+    text = _as_text(data)
+    if text is not None:
         start = " ".join(text.split())[:40]
         return f"not audio: starts with text {start!r}"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # an MPEG frame sync, or chance
+        return "not audio, or corrupt MP3 audio (starts like an MP3 frame, but no frame decodes)"
     return f"not audio, or an unsupported or corrupt audio format (first bytes {head[:8].hex(' ')})"
+
+
+def _as_text(data: bytes) -> str | None:
+    """The start of ``data`` as text when it reads as UTF-8 (or BOM-marked UTF-16) text, else None."""
+    head = data[:4096]
+    encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
+    text = head.decode(encoding, errors="replace")
+    text = text[:-1] if len(data) > 4096 else text  # the cut may have split a character
+    if text.strip() and all((ch.isprintable() or ch.isspace()) and ch != "\ufffd" for ch in text):
+        return text
+    return None
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:

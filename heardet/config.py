@@ -116,7 +116,8 @@ def _click_type(default: Any, allowed: str):
 
 def click_options(config_cls: type, *, only: Iterable[str] | None = None, skip: Iterable[str] = (),
                   defaults: Mapping[str, Any] | None = None) -> Callable:
-    """Click options ``--field-name`` for the scalar fields of ``config_cls``.
+    """Click options ``--field-name`` (also spelled ``--field_name``, as ``mlflow run`` passes a
+    ``-P`` value the MLproject does not declare) for the scalar fields of ``config_cls``.
 
     Args:
         config_cls: a dataclass declared with :func:`setting` fields.
@@ -137,7 +138,8 @@ def click_options(config_cls: type, *, only: Iterable[str] | None = None, skip: 
     for f in chosen:
         default = defaults.get(f.name, f.default)
         help_text = f.metadata.get("help") or f.metadata.get("allowed", "")
-        options.append(click.option("--" + f.name.replace("_", "-"), f.name, type=_click_type(f.default, ""),
+        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
+        options.append(click.option(*flags, f.name, type=_click_type(f.default, ""),
                                     default=default, show_default=True, help=help_text))
 
     def decorate(command: Callable) -> Callable:

@@ -173,9 +173,9 @@ class EnsembleModel(ContractModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if self._members is None:
             self.load_context(context)
-        sources, row_errors = sources_from_frame(model_input)
+        sources, row_errors = sources_from_frame(model_input, self.policy)
         rows = [i for i, s in enumerate(sources) if s is not None]
-        frame = _rows_frame(model_input, rows)
+        frame = _rows_frame([sources[i] for i in rows])
         labels = np.full((len(self._members), len(sources)), -1, dtype=int)
         scores = np.full((len(self._members), len(sources)), np.nan)
         errors = [list(row_errors) for _ in self._members]
@@ -193,10 +193,12 @@ class EnsembleModel(ContractModel):
         return to_frame(combined, {k: labels[m] for m, k in enumerate(self.keys)})
 
 
-def _rows_frame(model_input: pd.DataFrame, rows: list[int]) -> pd.DataFrame:
-    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-    keep = [c for c in ("audio", "path") if c in frame.columns]
-    return frame[keep].iloc[rows].reset_index(drop=True)
+def _rows_frame(sources: list) -> pd.DataFrame:
+    """The members' input: each checked source once more as a contract row (bytes as ``audio``, an
+    allowed path as ``path``), so that no member reads the request's cells again."""
+    columns = {"audio": [s if isinstance(s, bytes) else None for s in sources],
+               "path": [s if isinstance(s, str) else None for s in sources]}
+    return pd.DataFrame({name: values for name, values in columns.items() if any(v is not None for v in values)})
 
 
 def blend_csvs(paths: Sequence[str | Path]) -> pd.DataFrame:

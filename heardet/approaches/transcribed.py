@@ -42,7 +42,7 @@ class TranscribingModel(ContractModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if self._transcriber is None:
             self.load_context(context)
-        sources, errors = sources_from_frame(model_input)
+        sources, errors = sources_from_frame(model_input, self.policy)
         rows = [i for i, s in enumerate(sources) if s is not None]
         results = self._transcriber.transcribe([sources[i] for i in rows], progress=False)  # default cache
         texts = dict(zip(rows, results))

@@ -1,14 +1,17 @@
 """The pyfunc contract every heardet model follows, so any mix can be ensembled and served.
 
 Input: a DataFrame with a column ``audio`` (bytes of an audio file, or base64 text of one,
-as MLflow's ``inputs`` form delivers it) or a column ``path`` (a file path or URI).
+as MLflow's ``inputs`` form delivers it) or a column ``path`` (a file path or URI; refused by a
+served model unless its operator allows it, see :mod:`heardet.mlops.policy`).
 Output: a DataFrame with ``label`` (1/0, or -1 when that row's audio could not be read),
 ``score`` (probability of the phrase, 0..1) and ``error`` (empty when fine). Errors are
-reported per row; ``predict`` raises only when the request itself is malformed.
+reported per row; ``predict`` raises only when the request itself is malformed or over a
+limit (:class:`InputError`, a 400 from a served model).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -22,8 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
+
+from heardet.audio import AudioError, decode_base64, read_source_bytes
+from heardet.mlops.policy import SERVER_MODEL_PATH_ENV, InputPolicy, LimitExceeded, Refused, is_remote
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +37,6 @@ AUDIO_COLUMN = "audio"
 PATH_COLUMN = "path"
 OUTPUT_COLUMNS = ("label", "score", "error")
 CODE_PATH = str(Path(__file__).resolve().parents[1])  # the heardet package, shipped with every model
-SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its scoring server
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -55,12 +60,21 @@ class Prediction:
     error: str = ""
 
 
-def sources_from_frame(model_input: pd.DataFrame | dict | list) -> tuple[list[object | None], list[str]]:
-    """Per row: the audio source (bytes, base64 text or a path) or None, and a row error.
+Source = bytes | str  # the audio file's bytes, or a path / URI the policy allowed
+
+
+def sources_from_frame(model_input: pd.DataFrame | dict | list,
+                       policy: InputPolicy | None = None) -> tuple[list[Source | None], list[str]]:
+    """Per row: the audio source (the file's bytes, or a path or URI ``policy`` allows) or None,
+    and a row error (empty when the row has a source).
+
+    An ``audio`` cell is bytes or base64 text, never a path. A ``path`` cell is checked against
+    ``policy`` (default: :meth:`InputPolicy.from_env`) before anything is opened.
 
     Raises:
-        InputError: neither an ``audio`` nor a ``path`` column.
+        InputError: neither an ``audio`` nor a ``path`` column, or a row or the request over a limit.
     """
+    policy = policy or InputPolicy.from_env()
     frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
     columns = [c for c in (AUDIO_COLUMN, PATH_COLUMN) if c in frame.columns]
     if not columns:
@@ -69,13 +83,54 @@ def sources_from_frame(model_input: pd.DataFrame | dict | list) -> tuple[list[ob
             f"input needs a column {AUDIO_COLUMN!r} (audio file bytes or base64 text) or {PATH_COLUMN!r} "
             f"(a file path or URI); {found}"
         )
-    sources: list[object | None] = []
+    sources: list[Source | None] = []
     errors: list[str] = []
-    for _, row in frame[columns].iterrows():
-        value = next((row[c] for c in columns if _present(row[c])), None)
-        sources.append(value)
-        errors.append("" if value is not None else f"row has no {' or '.join(columns)} value")
+    try:
+        policy.check_rows(len(frame))
+        for index, row in enumerate(frame[columns].itertuples(index=False)):
+            column, value = next(((c, v) for c, v in zip(columns, row) if _present(v)), (None, None))
+            try:
+                if column is None:
+                    raise AudioError("", f"row has no {' or '.join(columns)} value")
+                source = _audio_cell(value) if column == AUDIO_COLUMN else _path_cell(value, policy)
+                _check_size(index, source, policy)
+            except (AudioError, Refused) as exc:
+                sources.append(None)
+                errors.append(exc.reason if isinstance(exc, AudioError) else str(exc))
+                continue
+            sources.append(source)
+            errors.append("")
+    except LimitExceeded as exc:
+        raise InputError(str(exc)) from None
     return sources, errors
+
+
+def _audio_cell(value: object) -> bytes:
+    """The audio file's bytes from an ``audio`` cell (raw bytes, or base64 text or bytes)."""
+    if isinstance(value, str):
+        return decode_base64(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return read_source_bytes(value)[0]
+    raise AudioError("", f"the {AUDIO_COLUMN!r} cell holds {type(value).__name__}, expected audio file bytes "
+                         "or base64 text")
+
+
+def _path_cell(value: object, policy: InputPolicy) -> Source:
+    """What a ``path`` cell names, once ``policy`` allows it: the path, or a remote file's bytes."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise AudioError("", f"the {PATH_COLUMN!r} cell holds {type(value).__name__}, expected a file path or URI")
+    text = policy.check_path(os.fspath(value))
+    if is_remote(text):
+        return read_source_bytes(text)[0]  # downloaded here, so that the limits apply to it
+    return text
+
+
+def _check_size(row: int, source: Source, policy: InputPolicy) -> None:
+    if isinstance(source, bytes):
+        policy.check_bytes(row, len(source))
+    elif policy.max_row_bytes is not None and os.path.isfile(source):
+        policy.check_bytes(row, os.path.getsize(source))
+    policy.check_seconds(row, source)
 
 
 def _present(value: object) -> bool:
@@ -103,12 +158,17 @@ def to_frame(predictions: Sequence[Prediction], extra: dict[str, Sequence] | Non
 
 
 def signature(extra_int_columns: Sequence[str] = (), extra_float_columns: Sequence[str] = ()):
-    """The ModelSignature: optional ``audio`` (binary) and ``path`` (string) in; label/score/error out."""
+    """The ModelSignature: optional ``audio`` and ``path`` in; label/score/error out.
+
+    ``audio`` is declared a string, not binary: MLflow would otherwise decode every JSON cell of a
+    served request itself, leniently (URL-safe base64 and data URIs silently garbled) and all or
+    nothing (one null cell fails the request); as a string each cell reaches :func:`sources_from_frame`,
+    which decodes it and reports a bad one on its row. In Python the cells may still be bytes."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, DataType, Schema
 
     inputs = Schema([
-        ColSpec(DataType.binary, AUDIO_COLUMN, required=False),
+        ColSpec(DataType.string, AUDIO_COLUMN, required=False),
         ColSpec(DataType.string, PATH_COLUMN, required=False),
     ])
     outputs = Schema(
@@ -180,12 +240,25 @@ class ContractModel(PythonModel):
 
     _loaded: tuple[str, ...] = ()
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "predict" in cls.__dict__:
+            cls.predict = _guarded(cls.__dict__["predict"])
+
     def __getstate__(self):
-        return {**self.__dict__, **{name: None for name in self._loaded}}
+        return {**self.__dict__, **{name: None for name in (*self._loaded, "_policy")}}
+
+    @property
+    def policy(self) -> InputPolicy:
+        """What requests may name and carry: read from the environment when the model loads."""
+        policy = getattr(self, "_policy", None)
+        return policy if policy is not None else InputPolicy.from_env()
 
     def load_context(self, context) -> None:
-        """Rebuild the loaded state (:meth:`load`) and log one line saying how long it took."""
+        """Read the input policy, rebuild the loaded state (:meth:`load`) and log one line saying
+        how long it took."""
         started = time.perf_counter()
+        self._policy = InputPolicy.from_env()
         self.load(context)
         show_logs_when_served()
         logger.info("loading %s: ready in %.1f s", self.describe(), time.perf_counter() - started)
@@ -196,6 +269,25 @@ class ContractModel(PythonModel):
     def describe(self) -> str:
         """What the load line calls this model."""
         return type(self).__name__
+
+
+def _guarded(predict):
+    """``predict`` that answers an unexpected failure with a short MlflowException (a 500 from a
+    served model, without the stack trace MLflow would otherwise put in the response); the
+    traceback is logged, and chained for library callers."""
+
+    @functools.wraps(predict)
+    def guarded(self, context, model_input, params=None):
+        try:
+            return predict(self, context, model_input, params)
+        except MlflowException:
+            raise
+        except Exception as exc:
+            logger.exception("%s: scoring failed", type(self).__name__)
+            raise MlflowException(f"internal error while scoring ({type(exc).__name__}); the server's log has "
+                                  "the details", error_code=INTERNAL_ERROR) from exc
+
+    return guarded
 
 
 def show_logs_when_served() -> None:

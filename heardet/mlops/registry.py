@@ -66,14 +66,18 @@ def members_ahead(run) -> list[str]:
 
 
 def current_production(name: str) -> str | None:
-    """The version the ``production`` alias points at, or None."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    """The version the ``production`` alias points at, or None when the model has no such alias.
 
-    try:
-        return str(MlflowClient().get_model_version_by_alias(name, PRODUCTION_ALIAS).version)
-    except MlflowException:
-        return None
+    Raises:
+        mlflow.exceptions.MlflowException: any other registry failure (a server that does not
+            answer, a locked database): the promotion gate fails closed rather than read it as
+            "no Production yet".
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    aliases = client.get_registered_model(name).aliases  # raises for a missing model or a failing registry
+    return str(aliases[PRODUCTION_ALIAS]) if PRODUCTION_ALIAS in aliases else None
 
 
 def promote(name: str, version: str | int, data: str | Path | None = None, force: bool = False,

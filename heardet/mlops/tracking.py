@@ -93,16 +93,46 @@ def log_submission(ids: Sequence[str], labels: Sequence[int], filename: str, out
 
 
 def log_params(params: dict) -> None:
-    """``mlflow.log_params`` for keys the run does not have yet.
+    """Log what the run actually uses; keys ``mlflow run`` logged already are checked, not logged again.
 
-    ``mlflow run`` has already logged the entry point's parameters as typed (quoted, for
-    values with spaces); logging them again with another spelling would be an error.
+    ``mlflow run`` logs every MLproject parameter (defaults included, values shell-quoted) before
+    the entry point starts, and MLflow never lets a parameter change. So a key it logged must
+    hold the value the run uses, however spelled (``5`` and ``5.0``, a path and its absolute
+    form, ``'не слышу'`` and не слышу); anything an entry point may change, such as values taken
+    from a tune run, is kept out of the MLproject's declared parameters.
+
+    Raises:
+        ValueError: a key already logged with a different value.
     """
     import mlflow
 
     run = mlflow.active_run()
     existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    conflicts = [f"{k}: logged {existing[k]!r}, used {v!r}" for k, v in params.items()
+                 if k in existing and not same_param(existing[k], v)]
+    if conflicts:
+        raise ValueError("the run's parameters would not say what it used (" + "; ".join(conflicts) + ")")
     mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+
+
+def same_param(logged: str, value: object) -> bool:
+    """Whether a parameter value ``mlflow run`` logged spells ``value``."""
+    import os
+    import shlex
+
+    try:
+        words = shlex.split(logged)
+        logged = words[0] if len(words) == 1 else "" if not words else logged
+    except ValueError:
+        pass
+    text = "" if value is None else str(value)
+    if logged == text or logged.lower() == text.lower() and text.lower() in ("true", "false"):
+        return True
+    try:
+        return float(logged) == float(text)
+    except ValueError:
+        pass
+    return bool(logged) and bool(text) and os.path.abspath(logged) == os.path.abspath(text)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@
 The key is the SHA-256 of the audio file's bytes plus the transcriber's identity (model,
 backend and decoding options). Each entry is one JSON file that carries a checksum of its
 own payload; an entry that does not parse or whose checksum does not match is logged,
-deleted and recomputed, never used.
+deleted and recomputed, never used. A cache that cannot be written (a read-only file system
+under a served model) is used for what it holds and warned about once per directory.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from heardet.files import atomic_write_text
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+_UNWRITABLE: set[Path] = set()  # cache roots already warned about, per process
 
 
 def content_hash(data: bytes) -> str:
@@ -44,6 +46,7 @@ class TranscriptCache:
         self.hits = 0
         self.misses = 0
         self.corrupt = 0
+        self.unwritten = 0  # entries that could not be stored
 
     @staticmethod
     def key(audio_hash: str, identity: str) -> str:
@@ -73,12 +76,41 @@ class TranscriptCache:
         self.hits += 1
         return payload
 
-    def put(self, key: str, payload: dict[str, Any]) -> None:
-        """Store ``payload`` (JSON-serialisable) under ``key``, atomically."""
+    def put(self, key: str, payload: dict[str, Any]) -> bool:
+        """Store ``payload`` (JSON-serialisable) under ``key``, atomically.
+
+        Returns:
+            False when the cache cannot be written (logged once per cache directory): the
+            caller goes on without caching.
+        """
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"version": FORMAT_VERSION, "checksum": _payload_checksum(payload), "payload": payload}
-        atomic_write_text(path, json.dumps(entry, ensure_ascii=False))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(entry, ensure_ascii=False))
+            return True
+        except OSError as exc:
+            self.unwritten += 1
+            if self.root not in _UNWRITABLE:
+                _UNWRITABLE.add(self.root)
+                logger.warning("transcript cache %s cannot be written (%s); going on without storing transcripts",
+                               self.root, exc.strerror or exc)
+            return False
+
+
+    def verify(self) -> tuple[int, list[Path]]:
+        """Check every entry's checksum without changing anything: (entries that hold, the corrupt ones)."""
+        good, bad = 0, []
+        for path in sorted(self.root.glob("??/*.json")):
+            try:
+                entry = json.loads(path.read_text(encoding="utf-8"))
+                ok = entry.get("version") == FORMAT_VERSION and entry.get("checksum") == _payload_checksum(entry["payload"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                ok = False
+            good += ok
+            if not ok:
+                bad.append(path)
+        return good, bad
 
 
 def dataclass_payload(obj: Any) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,10 +90,14 @@ class FeatureCache:
     def put(self, key: str, value: np.ndarray) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{id(value)}.tmp")
-        with open(staging, "wb") as handle:
-            np.save(handle, value.astype(np.float16))
-        staging.replace(path)
+        fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # per writer
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.save(handle, value.astype(np.float16))
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
 
 
 def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[np.ndarray], batch_size: int = 8,

@@ -39,7 +39,7 @@ class FinetuneModel(ContractModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if self._classifier is None:
             self.load_context(context)
-        sources, errors = sources_from_frame(model_input)
+        sources, errors = sources_from_frame(model_input, self.policy)
         audios = {}
         for i, source in enumerate(sources):
             if source is None:

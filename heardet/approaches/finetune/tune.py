@@ -53,6 +53,8 @@ OBJECTIVE_FIELDS = ("model", "n_folds", "epochs", "batch_size", "max_seconds", "
                     "grad_clip", "augment", "seed", "max_train_clips", "pooling", "layers")
 ERROR_TAG_CHARS = 5000  # MLflow tag values are limited; the full traceback goes to error.txt
 OPTUNA_DB = "optuna.db"
+HEARTBEAT_S = 30  # a running trial's heartbeat into the study's storage
+GRACE_S = 120  # a RUNNING trial silent this long belongs to a worker that died: it is marked FAIL
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ class TuneConfig:
                            "Optuna storage URL (default: optuna.db next to the MLflow store).")
 
     def __post_init__(self) -> None:
+        if has_password(self.storage):  # said without the value: validate() would echo it
+            raise ValueError(f"TuneConfig.storage={redact(self.storage)!r} carries a password; leave it out of the "
+                             "URL (postgresql://user@host/db) and give it in PGPASSWORD or ~/.pgpass, which the "
+                             "PostgreSQL driver reads, so that it never reaches run parameters or logs")
         checks = {f"{name}_max": (getattr(self, f"{name}_max") >= getattr(self, f"{name}_min"),
                                   f"a number >= {name}_min ({getattr(self, f'{name}_min')!r})")
                   for name in ("encoder_lr", "head_lr", "dropout")}
@@ -161,6 +167,16 @@ def default_storage(tracking_uri: str | None = None) -> str:
     return f"{prefix}{OPTUNA_DB}"
 
 
+def has_password(url: str) -> bool:
+    """Whether a database URL carries a password (``scheme://user:password@host/db``)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return bool("://" in url and urlsplit(url).password)
+    except ValueError:
+        return False
+
+
 def redact(url: str) -> str:
     """``url`` with its password hidden, fit for logs and run tags."""
     try:
@@ -183,7 +199,13 @@ def open_study(config: TuneConfig, base: FinetuneConfig) -> optuna.Study:
     storage = config.storage or default_storage()
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS) if config.pruner == "median"
               else optuna.pruners.NopPruner())
-    study = optuna.create_study(study_name=config.study_name, storage=storage, pruner=pruner,
+    # Heartbeats: a trial whose worker was killed (kill -9, a lost machine) does not stay RUNNING
+    # forever; the next optimize() marks it FAIL and its MLflow run KILLED.
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                         failed_trial_callback=_end_stale_trial_run)
+    study = optuna.create_study(study_name=config.study_name, storage=rdb, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
     objective = {**{f: getattr(base, f) for f in OBJECTIVE_FIELDS}, "metric": config.metric}
     before = study.user_attrs.get("objective")
@@ -201,6 +223,25 @@ def open_study(config: TuneConfig, base: FinetuneConfig) -> optuna.Study:
     logger.info("%s study %r in %s (%d trials so far)", "Resuming" if n_before else "Created",
                 config.study_name, redact(storage), n_before)
     return study
+
+
+def _end_stale_trial_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial Optuna found without a heartbeat: its nested MLflow run ends KILLED, saying why."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    logger.warning("trial %d of study %r had no heartbeat for %d s (its worker stopped): marked FAIL",
+                   trial.number, study.study_name, GRACE_S)
+    if not run_id:
+        return
+    try:
+        client = MlflowClient()
+        client.set_tag(run_id, "trial_state", "FAIL")
+        client.set_tag(run_id, "error", f"the worker stopped: no heartbeat for {GRACE_S} s")
+        client.set_terminated(run_id, "KILLED")
+    except MlflowException as exc:  # the run may live in another tracking store
+        logger.warning("could not end trial %d's run %s: %s", trial.number, run_id, exc.message)
 
 
 def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data_name: str = "",
