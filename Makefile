@@ -13,15 +13,21 @@ PROFILE ?= quick
 # Entry points run with `python` from PATH (--env-manager local): the project's venv first.
 RUN_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := espeak-ng festival festvox-ru libsndfile1
+SYSTEM_PACKAGES := espeak-ng festival festvox-ru libsndfile1 postgresql
+# Spark's Java runtime; not installed when `java` is already on PATH.
+JAVA_PACKAGE := default-jre-headless
+STACK  ?= .stack
+MLFLOW_PORT ?= 5000
 
-.PHONY: setup system-deps demo test test-slow lint clean
+.PHONY: setup system-deps demo test test-slow test-integration server server-stop lint clean
 
 setup: system-deps $(STAMP)
 
-# Debian/Ubuntu packages for speech synthesis and audio tools; installed only when missing.
+# Debian/Ubuntu packages for speech synthesis and audio tools, PostgreSQL and Java (the team
+# stack and Spark); installed only when missing.
 system-deps:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+	  command -v java >/dev/null 2>&1 || echo $(JAVA_PACKAGE)); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:" $$missing; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -32,7 +38,7 @@ $(VENV)/bin/python:
 	$(PIP) install -q --upgrade pip wheel
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q -e '.[offline,test]'
+	$(PIP) install -q -e '.[offline,test,team]'
 	@touch $(STAMP)
 
 # The main job: every approach end to end (PROFILE=quick ~27 min on 2 cores; PROFILE=full).
@@ -41,8 +47,21 @@ demo: setup
 	$(RUN_ENV) $(VENV)/bin/mlflow run . -e main --experiment-name heardet-demo -P profile=$(PROFILE) -P data=$(DATA) \
 	  --env-manager local
 
+# The quick suite; the integration tests (a real PostgreSQL, mlflow server and Spark, which the
+# tests start and stop themselves) run with `make test-integration`; .ci/run runs both.
 test: setup
 	$(RUN_ENV) $(PY) -m pytest -q
+
+test-integration: setup
+	$(RUN_ENV) $(PY) -m pytest -q -m integration
+
+# A team tracking stack on this machine: PostgreSQL (data in $(STACK)/pg) and mlflow server on
+# 127.0.0.1:$(MLFLOW_PORT) with proxied artifacts; prints the variables to export.
+server: setup
+	$(RUN_ENV) $(VENV)/bin/heardet stack start --root $(STACK) --port $(MLFLOW_PORT)
+
+server-stop:
+	$(RUN_ENV) $(VENV)/bin/heardet stack stop --root $(STACK)
 
 test-slow: setup
 	$(RUN_ENV) $(PY) -m pytest -q -m slow

@@ -435,5 +435,54 @@ def blend(csvs, output) -> None:
     click.echo(f"wrote {output}: {len(blended)} rows, {int(blended.label.sum())} with the phrase")
 
 
+@main.group()
+def stack() -> None:
+    """A team tracking stack on this machine: PostgreSQL and mlflow server, on 127.0.0.1."""
+
+
+root_option = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path(".stack"),
+                           show_default=True, help="The stack's folder (PostgreSQL data, artifacts, logs).")
+
+
+@stack.command("start")
+@root_option
+@click.option("--port", type=click.IntRange(0, 65535), default=5000, show_default=True,
+              help="The tracking server's port (0: a free one).")
+def stack_start(root: Path, port: int) -> None:
+    """Start the stack (or find it running) and print the variables to export."""
+    from heardet.mlops import stack as team
+
+    try:
+        running = team.start(root, port)
+    except team.StackError as exc:
+        fail(str(exc))
+    click.echo(running.exports())
+
+
+@stack.command("stop")
+@root_option
+def stack_stop(root: Path) -> None:
+    """Stop the tracking server and PostgreSQL; their data stay for the next start."""
+    from heardet.mlops import stack as team
+
+    try:
+        click.echo(f"stopped the stack in {root}" if team.stop(root) else f"no stack was running in {root}")
+    except team.StackError as exc:
+        fail(str(exc))
+
+
+@stack.command("status")
+@root_option
+def stack_status(root: Path) -> None:
+    """Print the running stack's variables; exit 1 when none runs."""
+    from heardet.mlops import stack as team
+
+    running = team.status(root)
+    if running is None:
+        click.echo(f"no stack is running in {root}")
+        sys.exit(1)
+    click.echo(running.exports())
+
+
 if __name__ == "__main__":
     main()

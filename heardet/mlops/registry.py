@@ -121,7 +121,12 @@ def promote(name: str, version: str | int, data: str | Path | None = None, force
     client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
     with warnings.catch_warnings():  # stages are deprecated but still read by older tooling
         warnings.simplefilter("ignore", FutureWarning)
-        client.transition_model_version_stage(name, version, "Production", archive_existing_versions=True)
+        # Archived one by one: MLflow's archive_existing_versions=True fails on a PostgreSQL
+        # store (its query compares the integer version with a string).
+        for other in client.search_model_versions(f"name = '{name}'"):
+            if str(other.version) != version and other.current_stage == "Production":
+                client.transition_model_version_stage(name, other.version, "Archived")
+        client.transition_model_version_stage(name, version, "Production")
     logger.info("%s version %s is Production (previous: %s)", name, version, previous)
     cautions = tuple(members_ahead(client.get_run(candidate.run_id))) if _run_exists(candidate.run_id) else ()
     for caution in cautions:

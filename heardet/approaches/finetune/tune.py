@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 import statistics
 import time
 import traceback
@@ -53,6 +54,7 @@ OBJECTIVE_FIELDS = ("model", "n_folds", "epochs", "batch_size", "max_seconds", "
                     "grad_clip", "augment", "seed", "max_train_clips", "pooling", "layers")
 ERROR_TAG_CHARS = 5000  # MLflow tag values are limited; the full traceback goes to error.txt
 OPTUNA_DB = "optuna.db"
+STORAGE_ENV = "HEARDET_OPTUNA_STORAGE"  # the default study storage, e.g. a team stack's PostgreSQL database
 HEARTBEAT_S = 30  # a running trial's heartbeat into the study's storage
 GRACE_S = 120  # a RUNNING trial silent this long belongs to a worker that died: it is marked FAIL
 
@@ -95,7 +97,8 @@ class TuneConfig:
     storage: str = setting("", "'' (optuna.db next to the MLflow store) or a database URL such as "
                            "'sqlite:///optuna.db' or 'postgresql://user@host/db'",
                            lambda v: isinstance(v, str) and (v == "" or "://" in v),
-                           "Optuna storage URL (default: optuna.db next to the MLflow store).")
+                           "Optuna storage URL (default: $HEARDET_OPTUNA_STORAGE, else optuna.db next to the MLflow "
+                           "store).")
 
     def __post_init__(self) -> None:
         if has_password(self.storage):  # said without the value: validate() would echo it
@@ -154,8 +157,11 @@ class TuneResult:
 
 
 def default_storage(tracking_uri: str | None = None) -> str:
-    """``sqlite:///<dir>/optuna.db`` beside a ``sqlite:///<dir>/mlflow.db`` tracking store,
-    else ``sqlite:///optuna.db`` (the working directory)."""
+    """``$HEARDET_OPTUNA_STORAGE`` when set (``heardet stack start`` prints it), else
+    ``sqlite:///<dir>/optuna.db`` beside a ``sqlite:///<dir>/mlflow.db`` tracking store, else
+    ``sqlite:///optuna.db`` (the working directory)."""
+    if os.environ.get(STORAGE_ENV):
+        return os.environ[STORAGE_ENV]
     if tracking_uri is None:
         import mlflow
 
