@@ -138,3 +138,20 @@ def test_a_blend_that_wins_by_less_than_the_margin_gives_way_to_the_best_member(
     scores = dict(blend.candidates)
     best_alone = max(scores["a alone"], scores["b alone"])
     assert blend.chosen.endswith(" alone") or scores[blend.chosen] >= best_alone + BLEND_MARGIN
+
+
+def test_an_ensemble_says_where_the_phrase_is_from_its_heaviest_member_that_found_it():
+    from heardet.approaches.ensemble import Blend, phrase_times
+    from heardet.mlops.contract import Prediction
+
+    nan = float("nan")
+    labels = np.array([[1, 1, 0, 1], [1, 0, 0, 1]])  # [members, rows]; member 0 gives no times
+    times = np.array([[[nan, nan]] * 4, [[1.0, 1.5], [nan, nan], [nan, nan], [2.0, 2.4]]])
+    combined = [Prediction(1, 0.9), Prediction(1, 0.6), Prediction(0, 0.1), Prediction(1, 0.8)]
+    heavy_second = Blend("weighted", (0.2, 0.8), 0.5)
+    got = phrase_times(combined, labels, times, heavy_second)
+    assert got[0].tolist() == [1.0, 1.5] and got[3].tolist() == [2.0, 2.4]
+    assert np.isnan(got[1]).all(), "no member that found the phrase on row 1 says where"
+    assert np.isnan(got[2]).all(), "label 0: no phrase times"
+    alone = Blend("weighted", (1.0, 0.0), 0.5)  # member 0 alone: its label decides, member 1's times still serve
+    assert phrase_times(combined, labels, times, alone)[0].tolist() == [1.0, 1.5]

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from heardet.mlops.contract import (
+    PHRASE_COLUMNS,
     ContractModel,
     Prediction,
     sources_from_frame,
@@ -149,7 +150,10 @@ def choose_blend(oof: np.ndarray, labels: Sequence[int], thresholds: Sequence[fl
 
 class EnsembleModel(ContractModel):
     """pyfunc: loads its members from ``context.artifacts`` (copies bundled at log time) and combines
-    them as its :class:`Blend` says (majority vote by default)."""
+    them as its :class:`Blend` says (majority vote by default).
+
+    Adds one ``vote_<i>_<member>`` column per member and, when a member says where the phrase is
+    (the fine-tune), ``phrase_start_s`` / ``phrase_end_s`` (see :func:`phrase_times`)."""
 
     _loaded = ("_members",)
 
@@ -178,6 +182,7 @@ class EnsembleModel(ContractModel):
         frame = _rows_frame([sources[i] for i in rows])
         labels = np.full((len(self._members), len(sources)), -1, dtype=int)
         scores = np.full((len(self._members), len(sources)), np.nan)
+        times = np.full((len(self._members), len(sources), 2), np.nan)  # members' phrase start/end, s
         errors = [list(row_errors) for _ in self._members]
         for m, member in enumerate(self._members):
             if not rows:
@@ -185,12 +190,34 @@ class EnsembleModel(ContractModel):
             out = member.predict(frame).reset_index(drop=True)
             labels[m, rows] = out["label"].astype(int).to_numpy()
             scores[m, rows] = np.where(labels[m, rows] >= 0, out["score"].astype(float).to_numpy(), np.nan)
+            if set(PHRASE_COLUMNS) <= set(out.columns):
+                times[m, rows] = out[list(PHRASE_COLUMNS)].astype(float).to_numpy()
             for j, i in enumerate(rows):
                 errors[m][i] = str(out["error"][j] or "")
         blend = getattr(self, "blend", None) or Blend("vote")  # models logged before blends vote
         combined = (vote(labels, scores, errors) if blend.method == "vote"
                     else weighted(scores, blend.weights, blend.threshold, errors))
-        return to_frame(combined, {k: labels[m] for m, k in enumerate(self.keys)})
+        extra = {k: labels[m] for m, k in enumerate(self.keys)}
+        if not np.isnan(times).all():
+            extra.update(zip(PHRASE_COLUMNS, phrase_times(combined, labels, times, blend).T))
+        return to_frame(combined, extra)
+
+
+
+def phrase_times(combined: Sequence[Prediction], labels: np.ndarray, times: np.ndarray, blend: Blend) -> np.ndarray:
+    """Where the phrase is, ``[rows, 2]`` seconds, for rows the ensemble labels 1: the times of the
+    heaviest member (by blend weight; by order for a vote) that found the phrase there and says
+    where; NaN elsewhere, and where no such member does."""
+    weights = np.asarray(blend.weights, dtype=float) if blend.method == "weighted" else np.ones(len(labels))
+    order = sorted(range(len(labels)), key=lambda m: -weights[m])  # stable: the first member wins a tie
+    out = np.full((len(combined), 2), np.nan)
+    for row, prediction in enumerate(combined):
+        if prediction.label != 1:
+            continue
+        found = next((m for m in order if labels[m, row] == 1 and np.isfinite(times[m, row]).all()), None)
+        if found is not None:
+            out[row] = times[found, row]
+    return out
 
 
 def _rows_frame(sources: list) -> pd.DataFrame:

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 AUDIO_COLUMN = "audio"
 PATH_COLUMN = "path"
 OUTPUT_COLUMNS = ("label", "score", "error")
+PHRASE_COLUMNS = ("phrase_start_s", "phrase_end_s")  # where a model that says so puts the phrase (seconds)
 CODE_PATH = str(Path(__file__).resolve().parents[1])  # the heardet package, shipped with every model
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

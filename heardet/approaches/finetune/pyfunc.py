@@ -9,6 +9,7 @@ import pandas as pd
 from heardet.approaches.finetune.model import load_classifier
 from heardet.audio import AudioError, load_audio
 from heardet.mlops.contract import (
+    PHRASE_COLUMNS,
     ContractModel,
     Prediction,
     sources_from_frame,
@@ -25,7 +26,7 @@ class FinetuneModel(ContractModel):
     """
 
     WINDOW_COLUMNS = ("window_start_s", "window_end_s")
-    PHRASE_COLUMNS = ("phrase_start_s", "phrase_end_s")
+    PHRASE_COLUMNS = PHRASE_COLUMNS
     FLOAT_COLUMNS = WINDOW_COLUMNS + PHRASE_COLUMNS
     _loaded = ("_classifier",)
 
