@@ -75,17 +75,16 @@ def warn_of_logged_password() -> None:
     printed it in its command line): name the run, and how to remove it. The config check
     that follows refuses the URL; deleting the user's run is left to them."""
     import os
-    import shlex
 
     import mlflow
 
     from heardet.approaches.finetune.tune import has_password
+    from heardet.mlops.tracking import logged_value
 
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
         return
-    logged = mlflow.MlflowClient().get_run(run_id).data.params.get("storage", "")
-    if logged and has_password(shlex.split(logged)[0]):
+    if has_password(logged_value(mlflow.MlflowClient().get_run(run_id).data.params.get("storage", ""))):
         logging.getLogger("heardet").error(
             "mlflow run has logged the storage URL, password included, as a parameter of run %s: remove it "
             "with `mlflow runs delete --run-id %s` then `mlflow gc`, and change a shared database's password",

@@ -25,6 +25,7 @@ SAMPLE_RATE = 16_000  # Hz; what Whisper's feature extractor expects
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 SILENCE_PEAK = 1e-4  # peak absolute amplitude (full scale 1.0) below which a clip is "silent"
 MIN_SAMPLES = 160  # 10 ms at 16 kHz: anything shorter is treated as empty
+REMOTE_PREFIXES = ("runs:/", "models:/")  # MLflow URIs without "://"
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
@@ -96,7 +97,7 @@ def read_source_bytes(source: AudioSource) -> tuple[bytes, str]:
     name = describe_source(text)
     if text.startswith("file://"):
         text = text[len("file://"):]
-    elif "://" in text[:32] or text.startswith("runs:/") or text.startswith("models:/"):
+    elif is_remote(text):
         import mlflow  # only needed for remote URIs
 
         try:
@@ -114,6 +115,11 @@ def read_source_bytes(source: AudioSource) -> tuple[bytes, str]:
     except OSError as exc:  # e.g. a name too long to be a path
         raise AudioError(name, f"cannot be read ({exc.strerror or exc})") from None
     raise AudioError(name, "no such file")
+
+
+def is_remote(text: str) -> bool:
+    """Whether ``text`` names a URI that MLflow downloads (``s3://…``, ``runs:/…``), not a local file."""
+    return not text.startswith("file://") and ("://" in text[:32] or text.startswith(REMOTE_PREFIXES))
 
 
 def _looks_base64(data: bytes) -> bool:

@@ -4,9 +4,10 @@ A recording is streamed in blocks (never decoded whole), each channel resampled 
 fly (or the channels mixed, ``mix=True``). Silero VAD (the model faster-whisper ships) marks the
 speech in each block, and windows are placed on the speech: regions less than 1.5 s apart are
 joined up to ``window_s`` (an utterance, with its context), padded by 0.5 s; a longer stretch
-gets several windows ``hop_s`` apart; one with less than ``min_speech_s`` of speech is skipped, so silence, holds and an idle channel cost no model calls. Without VAD, windows of
-``window_s`` lie on a fixed grid ``hop_s`` apart. Windows go through the model's own pyfunc ``predict`` (the contract: one ``audio`` row per
-window), so every approach scans the same way.
+gets several windows ``hop_s`` apart; one with less than ``min_speech_s`` of speech is skipped,
+so silence, holds and an idle channel cost no model calls. Without VAD, windows of ``window_s``
+lie on a fixed grid ``hop_s`` apart. Windows go through the model's own pyfunc ``predict`` (the
+contract: one ``audio`` row per window), so every approach scans the same way.
 
 Windows scoring at or above the threshold become events: overlapping or close ones (within
 ``refractory_s``) merge into one, which takes its score and times from its best window. The times

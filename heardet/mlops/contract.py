@@ -28,8 +28,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from heardet.audio import AudioError, decode_base64, read_source_bytes
-from heardet.mlops.policy import SERVER_MODEL_PATH_ENV, InputPolicy, LimitExceeded, Refused, is_remote
+from heardet.audio import AudioError, decode_base64, is_remote, read_source_bytes
+from heardet.mlops.policy import SERVER_MODEL_PATH_ENV, InputPolicy, LimitExceeded, Refused
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from heardet.audio import is_remote
+
 SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its scoring server
 ALLOWED_ROOTS_ENV = "HEARDET_ALLOWED_ROOTS"
 ALLOW_REMOTE_ENV = "HEARDET_ALLOW_REMOTE_URIS"
@@ -36,7 +38,6 @@ MAX_ROW_SECONDS_ENV = "HEARDET_MAX_ROW_SECONDS"
 SERVED_MAX_ROWS = 256
 SERVED_MAX_ROW_BYTES = 32 * 1024 * 1024  # a 10-minute 16-bit 16 kHz mono WAV is 19.2 MB
 SERVED_MAX_ROW_SECONDS = 600.0
-REMOTE_PREFIXES = ("runs:/", "models:/")
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 
 
@@ -134,11 +135,6 @@ class InputPolicy:
         if not any(real == root or root in real.parents for root in self.allowed_roots):
             raise Refused(f"path is outside the directories this model may read ({ALLOWED_ROOTS_ENV})")
         return str(real)
-
-
-def is_remote(text: str) -> bool:
-    """Whether ``text`` is a URI that MLflow would download (``s3://…``, ``runs:/…``), not a local path."""
-    return not text.startswith("file://") and ("://" in text[:32] or text.startswith(REMOTE_PREFIXES))
 
 
 def header_seconds(source: bytes | str) -> float | None:

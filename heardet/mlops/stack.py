@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def start(root: str | os.PathLike = ".stack", mlflow_port: int = 5000, timeout_s
         _init_cluster(root, pgdata)
     _pg(["pg_ctl", "-D", str(pgdata), "-l", str(pgdata / "postgres.log"), "-w", "-t", "60",
          "-o", f"-p {pg_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''", "start"], root)
-    stack = Stack(str(root), pg_port, mlflow_port or _free_port(), 0)
+    stack = Stack(str(root), pg_port, mlflow_port or _free_port(), mlflow_pid=0)  # the server is not up yet
     _create_databases(stack)
     (root / "artifacts").mkdir(exist_ok=True)
     mlflow = str(Path(sys.executable).parent / "mlflow")
@@ -108,7 +108,7 @@ def start(root: str | os.PathLike = ".stack", mlflow_port: int = 5000, timeout_s
              "--port", str(stack.mlflow_port)],
             env={**os.environ, "PGPASSFILE": str(stack.pgpass)}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
-    stack = Stack(str(root), pg_port, stack.mlflow_port, server.pid)
+    stack = replace(stack, mlflow_pid=server.pid)
     (root / STATE_FILE).write_text(json.dumps(asdict(stack), indent=2) + "\n")
     deadline = time.time() + timeout_s
     while not _answers(stack):

@@ -115,16 +115,22 @@ def log_params(params: dict) -> None:
     mlflow.log_params({k: v for k, v in params.items() if k not in existing})
 
 
-def same_param(logged: str, value: object) -> bool:
-    """Whether a parameter value ``mlflow run`` logged spells ``value``."""
-    import os
+def logged_value(logged: str) -> str:
+    """A parameter value as given to ``mlflow run``, which logs it shell-quoted (``'не слышу'``, ``''``)."""
     import shlex
 
     try:
         words = shlex.split(logged)
-        logged = words[0] if len(words) == 1 else "" if not words else logged
-    except ValueError:
-        pass
+    except ValueError:  # not valid shell quoting: logged as is
+        return logged
+    return words[0] if len(words) == 1 else "" if not words else logged
+
+
+def same_param(logged: str, value: object) -> bool:
+    """Whether a parameter value ``mlflow run`` logged spells ``value``."""
+    import os
+
+    logged = logged_value(logged)
     text = "" if value is None else str(value)
     if logged == text or logged.lower() == text.lower() and text.lower() in ("true", "false"):
         return True

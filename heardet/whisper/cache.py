@@ -34,6 +34,16 @@ def _payload_checksum(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def _read_entry(path: Path) -> dict[str, Any]:
+    """An entry's payload. Raises ValueError (or OSError, KeyError, …) when it is unreadable,
+    of another format version or its checksum does not match."""
+    entry = json.loads(path.read_text(encoding="utf-8"))
+    payload = entry["payload"]
+    if entry.get("version") != FORMAT_VERSION or entry.get("checksum") != _payload_checksum(payload):
+        raise ValueError("checksum mismatch")
+    return payload
+
+
 class TranscriptCache:
     """Transcripts on disk under ``root/<key[:2]>/<key>.json``.
 
@@ -63,11 +73,8 @@ class TranscriptCache:
             self.misses += 1
             return None
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            payload = entry["payload"]
-            if entry.get("version") != FORMAT_VERSION or entry.get("checksum") != _payload_checksum(payload):
-                raise ValueError("checksum mismatch")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            payload = _read_entry(path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             logger.warning("transcript cache entry %s is corrupt (%s); recomputing it", path, exc)
             self.corrupt += 1
             self.misses += 1
@@ -103,12 +110,9 @@ class TranscriptCache:
         good, bad = 0, []
         for path in sorted(self.root.glob("??/*.json")):
             try:
-                entry = json.loads(path.read_text(encoding="utf-8"))
-                ok = entry.get("version") == FORMAT_VERSION and entry.get("checksum") == _payload_checksum(entry["payload"])
+                _read_entry(path)
+                good += 1
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                ok = False
-            good += ok
-            if not ok:
                 bad.append(path)
         return good, bad
 

@@ -10,9 +10,8 @@ then train for many epochs in minutes, and Optuna trials cost seconds instead of
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 
 from heardet.approaches.finetune.model import EncoderClassifier, collate, log_mel
 from heardet.audio import SAMPLE_RATE
+from heardet.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +90,9 @@ class FeatureCache:
     def put(self, key: str, value: np.ndarray) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # per writer
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, value.astype(np.float16))
-            os.replace(staging, path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        np.save(buffer, value.astype(np.float16))
+        atomic_write_bytes(path, buffer.getvalue())
 
 
 def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[np.ndarray], batch_size: int = 8,
