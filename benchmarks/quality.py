@@ -1,9 +1,10 @@
 """Every approach on one dataset, side by side, in one run: the table of ``benchmarks/quality.md``.
 
 Rows: approach 1 (the rule on whisper-base transcripts), approach 2 (CatBoost on them, voice-grouped
-folds), approach 3 in three recipes (the original competition recipe: whole encoder, mean pooling,
+folds), approach 3 in five recipes (the original competition recipe: whole encoder, mean pooling,
 last layer, 1 epoch; the frozen encoder with the frame head on the last layer; the same on a
-learned mix of every layer, the default), and approach 4 (the ensemble the ``ensemble`` entry
+learned mix of every layer (stage a); stage a followed by stage b, the encoder's top two layers or
+its top layer trained on the cached features, the full and quick profiles' recipes), and approach 4 (the ensemble the ``ensemble`` entry
 point would choose from the members' out-of-fold scores, applied to their test scores).
 
 Columns: CV macro F1 (folds grouped by voice where the manifest names voices), macro F1 on the
@@ -54,9 +55,15 @@ RECIPES = {
     "3 frozen encoder, frame head, last layer (30 epochs, 2 folds)": FinetuneConfig(
         n_folds=2, epochs=30, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames", layers="last",
         max_seconds=8.0),
-    "3 frozen encoder, frame head, all layers mixed (30 epochs, 2 folds; the quick profile)": FinetuneConfig(
+    "3 frozen encoder, frame head, all layers mixed (stage a: 30 epochs, 2 folds)": FinetuneConfig(
         n_folds=2, epochs=30, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames", layers="all",
         max_seconds=8.0),
+    "3 stage a, then the top 2 layers trained on cached states (stage b: 3 epochs at 3e-5; the full profile)":
+        FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=3e-5, head_lr=1e-3, pooling="frames",
+                       layers="all", max_seconds=8.0, top_layers=2, top_epochs=3),
+    "3 stage a, then the top layer trained on cached states (stage b: 3 epochs at 3e-5; the quick profile)":
+        FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=3e-5, head_lr=1e-3, pooling="frames",
+                       layers="all", max_seconds=8.0, top_layers=1, top_epochs=3),
 }
 
 
@@ -78,27 +85,9 @@ def localisation_error(dataset, clips, results) -> float | None:
     return float(np.median(errors)) if len(errors) else None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--skip-recipe", action="store_true", help="leave out the original recipe (the slow row)")
-    parser.add_argument("--recipe-folds", type=int, default=5,
-                        help="folds of the original recipe's row (5 is the recipe; fewer is cheaper)")
-    parser.add_argument("--out", type=Path, help="write the rows as JSON here")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    dataset = load_dataset(args.data, require_train=True)
-    test_clips = [c for c in dataset.test if c.label is not None]
-    if not test_clips:
-        raise SystemExit(f"{args.data}: the test split has no labels (test_labels.csv); nothing to score")
-    engines_of_train = groups_of(dataset.train, "engine")
-    rows, members = [], []  # members: (name, oof by train id, threshold, test scores)
-
-    def add(row: dict) -> None:
-        rows.append(row)
-        print(json.dumps(row, ensure_ascii=False), flush=True)
-
-    # Approaches 1 and 2 share whisper-base transcripts.
+def transcript_rows(dataset, test_clips, add, members) -> tuple[list[str], dict, np.ndarray]:
+    """Approaches 1 and 2 on shared whisper-base transcripts: their rows (``add``) and members; returns the train
+    ids every transcript scored, the train clips by id and the test labels."""
     transcriber = make_transcriber("whisper-base")
     started = time.perf_counter()
     train_t = transcribe_clips(transcriber, dataset.train, cache=default_cache(), progress=True)
@@ -131,10 +120,39 @@ def main() -> None:
          **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
          "near_miss_fp": near_miss_rate(test_clips, test_scores >= cv.threshold), "train_minutes": minutes})
     members.append(("catboost", dict(zip(ids, cv.oof_score)), cv.threshold, test_scores))
+    return ids, by_id, test_labels
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--skip-recipe", action="store_true", help="leave out the original recipe (the slow row)")
+    parser.add_argument("--recipe-folds", type=int, default=5,
+                        help="folds of the original recipe's row (5 is the recipe; fewer is cheaper)")
+    parser.add_argument("--skip-last-layer", action="store_true", help="leave out the last-layer frame head's row")
+    parser.add_argument("--approach-3-only", action="store_true",
+                        help="only the fine-tune's rows: no transcripts (approaches 1, 2 and 4 need them)")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    dataset = load_dataset(args.data, require_train=True)
+    test_clips = [c for c in dataset.test if c.label is not None]
+    if not test_clips:
+        raise SystemExit(f"{args.data}: the test split has no labels (test_labels.csv); nothing to score")
+    engines_of_train = groups_of(dataset.train, "engine")
+    rows, members = [], []  # members: (name, oof by train id, threshold, test scores)
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+
+    if not args.approach_3_only:
+        ids, by_id, test_labels = transcript_rows(dataset, test_clips, add, members)
     examples = prepare_examples(dataset.train, progress=False)
     test = prepare_examples(test_clips, progress=False)
     for name, recipe in RECIPES.items():
+        if recipe.layers == "last" and recipe.pooling == "frames" and args.skip_last_layer:
+            continue
         if recipe.pooling == "mean":
             if args.skip_recipe:
                 continue
@@ -157,6 +175,9 @@ def main() -> None:
         members.append((name.split(" (")[0], dict(zip(examples.ids, cv.result.oof_score)), cv.result.threshold,
                         test_scores))
 
+    if args.approach_3_only:
+        print_table(rows, dataset, test_clips, args)
+        return
     # Approach 4: the members the main job registers (rule, CatBoost, the default fine-tune), blended on
     # the train clips every member scored out of fold.
     chosen = [members[0], members[1], members[-1]]
@@ -174,6 +195,11 @@ def main() -> None:
          "test_f1": score(test_labels, predicted).macro_f1, "near_miss_fp": near_miss_rate(test_clips, predicted),
          "train_minutes": 0.0})
 
+    print_table(rows, dataset, test_clips, args)
+
+
+def print_table(rows: list[dict], dataset, test_clips, args) -> None:
+    """The markdown table of ``rows`` (and the JSON file when ``--out`` asks for it)."""
     engines = sorted({k for r in rows for k in r if k.startswith("loeo_")})
     fmt = lambda v, spec=".3f": "—" if v is None else format(v, spec)  # noqa: E731
     print(f"\n{len(dataset.train)} train / {len(test_clips)} test clips of {args.data}; "

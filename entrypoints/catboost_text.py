@@ -37,14 +37,17 @@ from heardet.whisper.asr import DecodeOptions, TranscriberConfig
 @click_options(DecodeOptions, only=["language"])
 @click_options(CatBoostConfig, skip=["thread_count"])
 @out_option
+@click.option("--max-train-clips", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Use a label-stratified subsample of this many train clips (0 = all); transcribe and catboost "
+                   "take the same one.")
 @click.option("--register-as", default="heardet-catboost", show_default=True)
 @friendly_errors
-def main(data, out, register_as, **options) -> None:
+def main(data, out, max_train_clips, register_as, **options) -> None:
     """Run approach 2 on DATA and log it to the active MLflow run."""
     from heardet.approaches.catboost import CatBoostTextModel, cross_validate, engine_holdout, fit_final
     from heardet.cli import configure_logging
     from heardet.cv import is_grouped
-    from heardet.data import groups_of, load_dataset
+    from heardet.data import groups_of, load_dataset, subsample_clips
     from heardet.mlops.contract import log_contract_model
     from heardet.mlops.tracking import log_cv, log_engine_holdout, log_params, log_test_split, stage_run
     from heardet.whisper.asr import default_cache, make_transcriber, transcribe_clips
@@ -54,11 +57,11 @@ def main(data, out, register_as, **options) -> None:
     config = from_options(CatBoostConfig, options)
     dataset = load_dataset(data, require_train=True)
     with stage_run("catboost", f"catboost {asr.model} {config.n_folds}-fold"):
-        log_params({"data": str(data), **asdict(asr), **asdict(config),
+        log_params({"data": str(data), "max_train_clips": max_train_clips, **asdict(asr), **asdict(config),
                     **{f"asr_{k}": v for k, v in asdict(decode).items()}})
         start = time.perf_counter()
         transcriber = make_transcriber(asr.model, asr.backend, decode)
-        table = transcribe_clips(transcriber, dataset.train, cache=default_cache())
+        table = transcribe_clips(transcriber, subsample_clips(dataset.train, max_train_clips), cache=default_cache())
         mlflow.log_metric("transcribe_seconds", time.perf_counter() - start)
         train = table[table.error == ""]
         labels = train.label.astype(int).to_numpy()

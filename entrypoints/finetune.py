@@ -81,12 +81,15 @@ def main(data, out, register_as, params_from, **options) -> None:
 
         cv = cross_validate(examples, config, on_step=on_step)
         log_cv(cv.result, labels=examples.labels, grouped=is_grouped(examples.voices or None, config.n_folds))
+        if cv.result.extra.get("encode_seconds"):  # per-fold head/top seconds: log_cv logs them
+            mlflow.log_metric("cv_encode_seconds", cv.result.extra["encode_seconds"][0])
         log_engine_holdout(engine_holdout(examples, config, cv.result.threshold))
         mlflow.log_text("id,label,oof_score\n" + "".join(
             f"{i},{y},{p:.6f}\n" for i, y, p in zip(examples.ids, examples.labels, cv.result.oof_score)),
             "oof/oof_predictions.csv")
         fitted = fit(examples, config, cv=cv, on_step=on_step)
         mlflow.log_metric("final_fit_seconds", fitted.seconds)
+        mlflow.log_metrics({f"final_fit_{stage}_seconds": value for stage, value in fitted.stage_seconds.items()})
         if fitted.fold is not None:
             mlflow.set_tag("refit_fold", str(fitted.fold))
         with tempfile.TemporaryDirectory() as tmp:

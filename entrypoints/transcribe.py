@@ -32,13 +32,16 @@ from heardet.whisper.asr import DecodeOptions, TranscriberConfig
 @click_options(DecodeOptions, only=["language", "beam_size"])
 @click_options(RuleConfig)
 @out_option
+@click.option("--max-train-clips", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Use a label-stratified subsample of this many train clips (0 = all); transcribe and catboost "
+                   "take the same one.")
 @click.option("--register-as", default="heardet-rule", show_default=True)
 @friendly_errors
-def main(data, out, register_as, **options) -> None:
+def main(data, out, max_train_clips, register_as, **options) -> None:
     """Run approach 1 on DATA and log it to the active MLflow run."""
     from heardet.approaches.rule import RuleModel, rule_label
     from heardet.cli import configure_logging
-    from heardet.data import load_dataset
+    from heardet.data import load_dataset, subsample_clips
     from heardet.mlops.contract import log_contract_model
     from heardet.mlops.tracking import (
         log_evaluation,
@@ -53,11 +56,13 @@ def main(data, out, register_as, **options) -> None:
     rule = from_options(RuleConfig, options)
     dataset = load_dataset(data)
     with stage_run("rule", f"rule {asr.model}"):
-        log_params({"data": str(data), **asdict(asr), **asdict(rule), **asdict(decode)})
+        log_params({"data": str(data), "max_train_clips": max_train_clips, **asdict(asr), **asdict(rule),
+                    **asdict(decode)})
         start = time.perf_counter()
         transcriber = make_transcriber(asr.model, asr.backend, decode)
         mlflow.log_param("backend_used", transcriber.backend)
-        table = transcribe_clips(transcriber, dataset.train + dataset.test, cache=default_cache())
+        train_clips = subsample_clips(dataset.train, max_train_clips)
+        table = transcribe_clips(transcriber, [*train_clips, *dataset.test], cache=default_cache())
         table["pred"] = [rule_label(t, rule.rule) if not e else -1 for t, e in zip(table.text, table.error)]
         mlflow.log_metric("transcribe_seconds", time.perf_counter() - start)
         mlflow.log_text(table.to_csv(index=False), "transcripts/transcripts.csv")

@@ -170,6 +170,22 @@ def groups_of(clips: tuple[Clip, ...] | list[Clip], key: str = "voice") -> list[
     return None if any(v is None for v in values) else [str(v) for v in values]
 
 
+def subsample_clips(clips: tuple[Clip, ...] | list[Clip], max_clips: int, seed: int = 42) -> list[Clip]:
+    """A subsample of ``max_clips`` clips stratified by label, in their original order (all of them when
+    ``max_clips`` is 0 or not fewer than there are). The same arguments give the same clips, so two entry
+    points that take the same subsample (transcribe and catboost) see the same clips."""
+    clips = list(clips)
+    if not 0 < max_clips < len(clips):
+        return clips
+    from sklearn.model_selection import train_test_split
+
+    labels = [-1 if c.label is None else c.label for c in clips]
+    counts = {label: labels.count(label) for label in set(labels)}
+    stratify = labels if min(counts.values()) >= 2 and max_clips >= len(counts) else None
+    rows, _ = train_test_split(list(range(len(clips))), train_size=max_clips, stratify=stratify, random_state=seed)
+    return [clips[i] for i in sorted(rows)]
+
+
 def list_audio(directory: Path) -> list[Path]:
     """Audio files directly inside ``directory`` (by extension), sorted by name."""
     if not directory.is_dir():

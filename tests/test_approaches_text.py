@@ -39,6 +39,24 @@ def test_rule_entrypoint_logs_metrics_submission_and_registers(fake_asr, phrase_
     assert version.run_id == run.info.run_id
 
 
+def test_transcribe_and_catboost_take_the_same_train_subsample(fake_asr, phrase_dataset, mlflow_store, tmp_path):
+    import io
+
+    def train_ids(run, artifact):
+        text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{artifact}")
+        table = pd.read_csv(io.StringIO(text))
+        return sorted(table[table.split == "train"].id if "split" in table else table.id)
+
+    rule = run_entrypoint("transcribe", ["--data", str(phrase_dataset), "--out", str(tmp_path / "out"),
+                                         "--max-train-clips", "4"])
+    boost = run_entrypoint("catboost_text", ["--data", str(phrase_dataset), "--out", str(tmp_path / "out"),
+                                        "--max-train-clips", "4", "--n-folds", "2", "--iterations", "20"])
+    picked = train_ids(rule, "transcripts/transcripts.csv")
+    assert len(picked) == 4 and picked == train_ids(boost, "oof/oof_predictions.csv")
+    assert rule.data.params["max_train_clips"] == "4" and boost.data.params["max_train_clips"] == "4"
+    assert rule.data.metrics["test_macro_f1"] == 1.0, "every test clip is still scored"
+
+
 def test_registered_rule_model_scores_bytes_and_isolates_a_broken_row(fake_asr, phrase_dataset, mlflow_store, tmp_path):
     run_entrypoint("transcribe", ["--data", str(phrase_dataset), "--out", str(tmp_path / "out")])
     model = mlflow.pyfunc.load_model("models:/heardet-rule/1")

@@ -142,3 +142,14 @@ def test_diversity_flags_a_dominant_voice():
     report = diversity(metas)
     assert any("voice a says 30 of 100" in w for w in report.warnings), report.warnings
     assert diversity({"train": [{}, {}], "test": []}) is None
+
+
+def test_a_subsample_keeps_the_label_mix_and_the_order_and_is_the_same_every_time(tmp_path):
+    from heardet.data import Clip, subsample_clips
+
+    clips = [Clip(f"c{i:02d}", tmp_path / f"c{i:02d}.wav", "train", int(i % 4 == 0), ()) for i in range(40)]
+    picked = subsample_clips(clips, 20)
+    assert len(picked) == 20 and sum(c.label for c in picked) == 5, "a quarter positive, as in the whole"
+    assert [c.id for c in picked] == sorted(c.id for c in picked)
+    assert [c.id for c in subsample_clips(clips, 20)] == [c.id for c in picked]
+    assert subsample_clips(clips, 0) == clips and subsample_clips(clips, 40) == clips

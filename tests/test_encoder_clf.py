@@ -328,3 +328,58 @@ def test_phrase_offsets_place_the_phrase_around_the_peak_within_the_window():
     logits[50] = 3.0  # peak frame centre: 50.5 * 20 ms = 1.01 s
     assert localise(logits, (0.5, 0.1)) == pytest.approx((0.51, 1.11))
     assert localise(logits, (5.0, 5.0)) == pytest.approx((0.0, 2.0)), "clipped to the window"
+
+
+def test_rerunning_the_top_layers_from_cached_states_gives_what_the_whole_encoder_gives(tiny_whisper):
+    model, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
+    mixing = model.with_head("frames", "all").eval()
+    hidden, valid = mixing.encode(*collate([log_mel(fe, noise(1.3, 0)), log_mel(fe, noise(0.7, 1))]))
+    with torch.no_grad():
+        again = mixing.rerun_top(hidden, valid, 1)
+    torch.testing.assert_close(again[valid.unsqueeze(1).expand(-1, again.shape[1], -1)],
+                               hidden[valid.unsqueeze(1).expand(-1, hidden.shape[1], -1)], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"top layers must be in \[1, 1\]"):
+        mixing.rerun_top(hidden, valid, 2)
+    with pytest.raises(ValueError, match="layers='all'"):
+        model.rerun_top(hidden[:, -1], valid, 1)
+
+
+def test_stage_b_trains_only_the_top_layers_from_cached_states_and_the_saved_model_scores_audio_alike(
+        tiny_whisper, monkeypatch, tmp_path):
+    from heardet.approaches.finetune.train import encoder_states, head_scores
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(16)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=8, encoder_lr=1e-2, head_lr=1e-3,
+                            dropout=0.0, max_seconds=2.0, device="cpu", top_layers=1, top_epochs=3)
+    assert config.cached and not config.frozen
+    before, _ = tiny_factory(tiny_whisper)("tiny", 0.0)
+    cv = cross_validate(examples, config, tiny_factory(tiny_whisper), progress=False).result
+    assert len(cv.extra["top_seconds"]) == 2 and len(cv.extra["encode_seconds"]) == 1
+    fitted = fit(examples, config, tiny_factory(tiny_whisper), progress=False)
+    assert fitted.steps == 2 * 2 + 3 * 2 and set(fitted.stage_seconds) == {"encode", "head", "top"}
+    old, new = before.encoder.state_dict(), fitted.model.encoder.state_dict()
+    changed = {name for name in old if not torch.equal(old[name], new[name])}
+    assert changed and all(name.startswith(("layers.1.", "layer_norm.")) for name in changed), changed
+    assert any(name.startswith("layer_norm.") for name in changed)
+    # Saved and loaded, the model runs the whole (partly trained) encoder from audio: the same scores
+    # as the top layer rerun from the cached (float16) states of the untouched layer beneath.
+    loaded = load_classifier(fitted.save(tmp_path / "clf", config))
+    from_audio = np.array([s.score for s in loaded.predict(audios)])
+    base, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
+    states = encoder_states(base.with_head("frames", "all"), fe, examples, config, progress=False)
+    from_cache, _ = head_scores(fitted.model, states, examples.labels, top_layers=1)
+    np.testing.assert_allclose(from_audio, from_cache, atol=2e-3)
+
+
+def test_stage_b_settings_that_cannot_work_are_refused_naming_the_field(tiny_whisper):
+    with pytest.raises(ValueError, match=r"FinetuneConfig.top_layers=1 is invalid.*layers='all'"):
+        FinetuneConfig(model="tiny", layers="last", top_layers=1)
+    with pytest.raises(ValueError, match=r"FinetuneConfig.top_layers=1 is invalid.*encoder_lr > 0"):
+        FinetuneConfig(model="tiny", encoder_lr=0.0, top_layers=1)
+    audios, labels, bounds = make_clips(8)
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=1, encoder_lr=1e-3, max_seconds=2.0, device="cpu",
+                            top_layers=2)
+    with pytest.raises(ValueError, match=r"top_layers=2 is invalid for 'tiny'; allowed: at most 1"):
+        fit(LabelledAudio.from_arrays(audios, labels, bounds), config, tiny_factory(tiny_whisper), progress=False)

@@ -97,6 +97,34 @@ def test_resuming_with_other_fold_settings_is_refused(tmp_path):
         open_study(config, FinetuneConfig(n_folds=3))
 
 
+def test_a_study_from_before_a_setting_existed_resumes_when_this_run_keeps_its_default(tmp_path):
+    from heardet.approaches.finetune.train import FinetuneConfig
+    from heardet.approaches.finetune.tune import TuneConfig, open_study
+
+    config = TuneConfig(study_name="old", storage=storage_of(tmp_path))
+    study = open_study(config, FinetuneConfig(n_folds=2))
+    older = {k: v for k, v in study.user_attrs["objective"].items() if k not in ("top_layers", "top_epochs")}
+    study.set_user_attr("objective", older)  # as a study made before stage (b) existed stored it
+    open_study(config, FinetuneConfig(n_folds=2))
+    with pytest.raises(ValueError, match="top_layers: 0 there, 1 here"):
+        open_study(config, FinetuneConfig(n_folds=2, top_layers=1))
+
+
+def test_trials_with_stage_b_sample_the_encoder_lr_and_a_frozen_search_for_them_is_refused(
+        tiny_hf_whisper, phrase_dataset, mlflow_store):
+    parent = run_entrypoint("tune", tune_args(phrase_dataset, tiny_hf_whisper, "--n-trials", "1", "--top-layers", "1",
+                                              "--top-epochs", "1", "--encoder-lr-min", "1e-5",
+                                              "--encoder-lr-max", "5e-5", "--study-name", "stage-b"))
+    (trial,) = trial_runs(parent.info.run_id)
+    assert trial.data.tags["trial_state"] == "COMPLETE" and trial.data.params["top_layers"] == "1"
+    assert 1e-5 <= float(trial.data.params["encoder_lr"]) <= 5e-5
+    assert len(trial.data.metrics) and "cv_fold_top_seconds" in trial.data.metrics, trial.data.metrics
+    result = CliRunner().invoke(entrypoint("tune"), tune_args(
+        phrase_dataset, tiny_hf_whisper, "--n-trials", "1", "--top-layers", "1", "--encoder-lr-min", "0",
+        "--encoder-lr-max", "0", "--study-name", "frozen-b"))
+    assert result.exit_code != 0 and "top_layers=1 trains the encoder's top layers" in result.output, result.output
+
+
 def test_a_trial_below_the_median_after_a_fold_is_pruned(mlflow_store, monkeypatch):
     import numpy as np
 

@@ -252,6 +252,35 @@ class EncoderClassifier(nn.Module):
             return last, valid
         return torch.stack([*outputs[:-1], last], dim=1), valid
 
+    def top_parameters(self, n: int) -> list[nn.Parameter]:
+        """The parameters of the encoder's top ``n`` layers and of its final layer norm (what stage (b) trains)."""
+        return [p for layer in self.encoder.layers[len(self.encoder.layers) - n :] for p in layer.parameters()] + \
+            list(self.encoder.layer_norm.parameters())
+
+    def rerun_top(self, stacked: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Tensor:
+        """Every layer's output as :meth:`encode` gives it (``layers="all"``), with the top ``n`` layers run
+        again, and so trainable, from cached states ``[batch, layers, frames, d_model]`` of the layer beneath.
+
+        This is stage (b) of training on a CPU: the lower layers' outputs come from the feature cache
+        and only the top ``n`` layers run, forward and backward. Inference runs the whole encoder
+        from audio (:meth:`encode`), which computes the same thing.
+        """
+        enc = self.encoder
+        total = len(enc.layers)
+        if self.mix is None:
+            raise ValueError("rerun_top needs every layer's cached output (layers='all')")
+        if not 1 <= n < total:
+            raise ValueError(f"top layers must be in [1, {total - 1}] for a {total}-layer encoder, got {n!r}")
+        x = stacked[:, total - n - 1]
+        blocked = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill(~valid, torch.finfo(x.dtype).min)
+        attn_mask = blocked[:, None, None, :].expand(-1, 1, x.shape[1], -1)
+        outputs = list(stacked.unbind(dim=1))[: total - n]
+        for layer in enc.layers[total - n :]:
+            x = layer(x, attn_mask)
+            outputs.append(x)
+        outputs[-1] = enc.layer_norm(x)
+        return torch.stack(outputs, dim=1)
+
     def classify(self, hidden: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class logits ``[batch, 2]`` from encoder states (index 1 = the phrase is said), and the
         frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too."""
@@ -262,6 +291,11 @@ class EncoderClassifier(nn.Module):
         frames = self.head(self.dropout(hidden), valid)
         clip = soft_max_pool(frames, valid)
         return torch.stack([torch.zeros_like(clip), clip], dim=-1), frames
+
+    def classify_cached(self, hidden: torch.Tensor, valid: torch.Tensor,
+                        top_layers: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`classify` of cached states, the top ``top_layers`` layers run again first (:meth:`rerun_top`)."""
+        return self.classify(self.rerun_top(hidden, valid, top_layers) if top_layers else hidden, valid)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Class logits ``[batch, 2]`` (index 1 = the phrase is said)."""

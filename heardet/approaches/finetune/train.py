@@ -99,9 +99,19 @@ class FinetuneConfig:
             (masked mean pooling and a linear head, the original recipe).
         layers: ``all`` (a learned softmax-weighted mix of every encoder layer's output) or
             ``last`` (the final layer's, the original recipe).
+        top_layers: stage (b): after the head has trained on cached states (stage (a)), the
+            encoder's top ``top_layers`` layers train too, at ``encoder_lr``, for ``top_epochs``
+            epochs, run from the cached output of the layer beneath (0 = stage (a) only).
+        top_epochs: epochs of stage (b).
 
-    With ``encoder_lr=0`` and no augmentation the encoder is frozen: each clip is encoded once
-    (:mod:`heardet.approaches.finetune.features`, cached on disk) and only the head trains.
+    Three ways to train:
+
+    - ``encoder_lr=0``, no augmentation: the encoder is frozen. Each clip is encoded once
+      (:mod:`heardet.approaches.finetune.features`, cached on disk) and only the head trains.
+    - ``top_layers > 0`` (with ``layers="all"``, ``encoder_lr > 0``): the same, then stage (b),
+      still on cached states: no audio passes through the lower layers again.
+    - ``encoder_lr > 0``, ``top_layers=0``: the whole encoder trains from audio with the head, the
+      original recipe (crops of ``max_seconds``, optional augmentation).
     """
 
     model: str = setting("whisper-base", "a non-empty name or path", is_text,
@@ -125,14 +135,25 @@ class FinetuneConfig:
                            "frames: per-frame scores, soft maximum, phrase times; mean: the original recipe")
     layers: str = setting("all", " or ".join(repr(c) for c in LAYER_CHOICES), one_of(*LAYER_CHOICES),
                           "all: a learned mix of every encoder layer's output; last: the final layer's (the recipe)")
+    top_layers: int = setting(0, "an integer >= 0", is_int(0),
+                              "Stage (b): then train the encoder's top N layers at encoder_lr on cached states (0 = none).")
+    top_epochs: int = setting(3, "an integer >= 1", is_int(1), "Epochs of stage (b) (top_layers > 0).")
 
     @property
     def frozen(self) -> bool:
         """The encoder never trains (``encoder_lr=0``, no augmentation): heads train on cached encoder states."""
         return self.encoder_lr == 0 and not self.augment
 
+    @property
+    def cached(self) -> bool:
+        """Training reads cached encoder states: a frozen encoder, or stage (b) on the top layers."""
+        return self.frozen or self.top_layers > 0
+
     def __post_init__(self) -> None:
-        validate(self)
+        validate(self, {"top_layers": (
+            self.top_layers == 0 or (self.layers == "all" and self.encoder_lr > 0 and not self.augment),
+            "0, or with layers='all', encoder_lr > 0 and augment=False (stage (b) trains the top layers at "
+            "encoder_lr from every layer's cached output)")})
 
     def torch_device(self) -> torch.device:
         """The device to train on (see :func:`heardet.devices.torch_device`)."""
@@ -220,6 +241,7 @@ class FittedClassifier:
     steps: int
     seconds: float
     phrase_offsets: tuple[float, float] | None = None  # seconds before / after the peak frame (frame pooling)
+    stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # encode / head / top (cached training)
 
     def save(self, out_dir: str | Path, config: FinetuneConfig) -> Path:
         """:func:`heardet.approaches.finetune.model.save_classifier` of this model."""
@@ -291,21 +313,39 @@ def _set_encoder_trainable(model: EncoderClassifier, trainable: bool) -> None:
 
 
 def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray, config: FinetuneConfig,
-               fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None) -> int:
-    """Train ``model``'s head in place on cached encoder ``states`` (the frozen stage); returns the steps taken."""
+               fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None,
+               top_layers: int = 0, first_step: int = 0) -> int:
+    """Train ``model`` in place on cached encoder ``states``; returns the steps taken.
+
+    With ``top_layers=0`` this is stage (a): only the head (and layer mix) trains, at ``head_lr``,
+    for ``epochs``. With ``top_layers > 0`` it is stage (b): the encoder's top layers run again from
+    the cached states (:meth:`EncoderClassifier.rerun_top`) and train at ``encoder_lr`` together
+    with the head, for ``top_epochs``. ``first_step`` numbers the steps on from an earlier stage.
+    """
     device = config.torch_device()
     model.to(device).train()
-    seed = config.seed + (fold if fold is not None else 1000)
+    seed = config.seed + (fold if fold is not None else 1000) + 7919 * top_layers
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(model.head_parameters(), lr=config.head_lr)
+    trained = model.head_parameters()
+    groups = [{"params": model.head_parameters(), "lr": config.head_lr}]
+    if top_layers:
+        _set_encoder_trainable(model, False)
+        top = model.top_parameters(top_layers)
+        for param in top:
+            param.requires_grad_(True)
+        groups.append({"params": top, "lr": config.encoder_lr})
+        trained = trained + top
+    optimizer = torch.optim.Adam(groups)
     loss_fn = torch.nn.CrossEntropyLoss()
-    n, step = len(states), 0
-    desc = f"fold {fold} (head)" if fold is not None else "final fit (head)"
-    with tqdm(total=config.epochs * math.ceil(n / config.batch_size), desc=desc, unit="step",
+    n, step = len(states), first_step
+    epochs = config.top_epochs if top_layers else config.epochs
+    stage = f"top {top_layers} layers" if top_layers else "head"
+    desc = f"fold {fold} ({stage})" if fold is not None else f"final fit ({stage})"
+    with tqdm(total=epochs * math.ceil(n / config.batch_size), desc=desc, unit="step",
               disable=not progress, leave=fold is None) as bar:
         lengths = np.array([x.shape[-2] for x in states], dtype=float)
-        for _ in range(config.epochs):
+        for _ in range(epochs):
             # Batches of similar lengths (less padding), in random order; jitter varies them per epoch.
             order = np.argsort(lengths * rng.uniform(0.9, 1.1, size=n), kind="stable")
             batches = [order[b : b + config.batch_size] for b in range(0, n, config.batch_size)]
@@ -313,29 +353,49 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
                 rows = batches[k]
                 hidden, valid = pad_states([states[i] for i in rows], device)
                 target = torch.as_tensor(labels[rows], dtype=torch.long, device=device)
-                loss = loss_fn(model.classify(hidden, valid)[0].float(), target)
+                with autocast(device):
+                    logits = model.classify_cached(hidden, valid, top_layers)[0]
+                loss = loss_fn(logits.float(), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.head_parameters(), config.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
                 optimizer.step()
                 step += 1
                 bar.update(1)
                 if on_step is not None:
                     on_step(fold, step, float(loss.detach()))
+    if top_layers:
+        _set_encoder_trainable(model, False)
     model.eval()
-    return step
+    return step - first_step
+
+
+def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray, config: FinetuneConfig,
+                 fold: int | None = None, progress: bool = True,
+                 on_step: StepCallback | None = None) -> tuple[int, dict[str, float]]:
+    """Stage (a), then stage (b) when ``config.top_layers`` asks for it; returns the steps and each stage's seconds."""
+    started = time.perf_counter()
+    steps = train_head(model, states, labels, config, fold, progress, on_step)
+    seconds = {"head": time.perf_counter() - started}
+    if config.top_layers:
+        started = time.perf_counter()
+        steps += train_head(model, states, labels, config, fold, progress, on_step, config.top_layers, steps)
+        seconds["top"] = time.perf_counter() - started
+    return steps, seconds
 
 
 def head_scores(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray,
-                batch_size: int = 64) -> tuple[np.ndarray, float]:
-    """Phrase probabilities from cached encoder states, and their mean log loss."""
+                batch_size: int = 64, top_layers: int = 0) -> tuple[np.ndarray, float]:
+    """Phrase probabilities from cached encoder states (the top layers run again when ``top_layers``), and their
+    mean log loss."""
     probs = np.zeros(len(states))
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(model.device):
         for begin in range(0, len(states), batch_size):
             hidden, valid = pad_states(states[begin : begin + batch_size], model.device)
-            probs[begin : begin + batch_size] = torch.softmax(model.classify(hidden, valid)[0].float(), -1)[:, 1].cpu()
+            logits = model.classify_cached(hidden, valid, top_layers)[0]
+            probs[begin : begin + batch_size] = torch.softmax(logits.float(), -1)[:, 1].cpu()
     return probs, log_loss(labels, probs)
 
 
@@ -420,6 +480,10 @@ def _base_model(config: FinetuneConfig,
     if config.max_seconds * 100 > model.max_frames:
         raise ValueError(f"FinetuneConfig.max_seconds={config.max_seconds!r} is invalid for {config.model!r}; "
                          f"allowed: at most {model.max_frames / 100:g}")
+    if config.top_layers >= len(model.encoder.layers):
+        raise ValueError(f"FinetuneConfig.top_layers={config.top_layers!r} is invalid for {config.model!r}; allowed: "
+                         f"at most {len(model.encoder.layers) - 1} (its encoder has {len(model.encoder.layers)} layers, "
+                         "and stage (b) starts from a cached layer beneath the ones it trains)")
     return model.cpu(), feature_extractor
 
 
@@ -455,19 +519,24 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
     examples = examples.subsample(config.max_train_clips, config.seed)
     folds = cv_folds(examples.labels, config.n_folds, config.seed, examples.voices or None)
     base, feature_extractor = _base_model(config, encoder_factory)
-    states = encoder_states(base, feature_extractor, examples, config, progress) if config.frozen else None
+    started = time.perf_counter()
+    states = encoder_states(base, feature_extractor, examples, config, progress) if config.cached else None
     oof = np.zeros(len(examples.ids))
     fold_scores: list[Scores] = []
-    extra: dict[str, list] = {"seconds": [], "val_loss": [], "steps": [], "ids": list(examples.ids)}
+    extra: dict[str, list] = {"seconds": [], "val_loss": [], "steps": [], "ids": list(examples.ids),
+                              "encode_seconds": [time.perf_counter() - started] if states is not None else []}
     best: tuple[tuple[float, float], int, EncoderClassifier, int, float] | None = None
     for fold, (train_rows, val_rows) in enumerate(tqdm(folds, desc="folds", unit="fold", disable=not progress)):
         started = time.perf_counter()
         model = copy.deepcopy(base)
         val = examples.subset(val_rows)
         if states is not None:
-            steps = train_head(model, [states[i] for i in train_rows], examples.labels[train_rows], config, fold,
-                               progress, on_step)
-            probs, val_loss = head_scores(model, [states[i] for i in val_rows], val.labels)
+            steps, stage_seconds = train_cached(model, [states[i] for i in train_rows], examples.labels[train_rows],
+                                                config, fold, progress, on_step)
+            for name, value in stage_seconds.items():
+                extra.setdefault(f"{name}_seconds", []).append(value)
+            probs, val_loss = head_scores(model, [states[i] for i in val_rows], val.labels,
+                                          top_layers=config.top_layers)
         else:
             steps = train_model(model, feature_extractor, examples.subset(train_rows), config, fold, progress,
                                 on_step)
@@ -527,16 +596,19 @@ def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
     examples = examples.subsample(config.max_train_clips, config.seed)
     started = time.perf_counter()
     model, feature_extractor = _base_model(config, encoder_factory)
-    states = None
-    if config.frozen:
+    states, stage_seconds = None, {}
+    if config.cached:
         states = encoder_states(model, feature_extractor, examples, config, progress)
-        steps = train_head(model, states, examples.labels, config, None, progress, on_step)
+        stage_seconds["encode"] = time.perf_counter() - started
+        steps, trained = train_cached(model, states, examples.labels, config, None, progress, on_step)
+        stage_seconds.update(trained)
     else:
         steps = train_model(model, feature_extractor, examples, config, None, progress, on_step)
     seconds = time.perf_counter() - started
-    logger.info("final fit on %d clips: %d steps, %.1f s", len(examples.ids), steps, seconds)
+    logger.info("final fit on %d clips: %d steps, %.1f s (%s)", len(examples.ids), steps, seconds,
+                ", ".join(f"{k} {v:.0f} s" for k, v in stage_seconds.items()) or "from audio")
     offsets = phrase_offsets(model, feature_extractor, examples, config, states)
-    return FittedClassifier(model, feature_extractor, float(threshold), None, steps, seconds, offsets)
+    return FittedClassifier(model, feature_extractor, float(threshold), None, steps, seconds, offsets, stage_seconds)
 
 
 def engine_holdout(examples: LabelledAudio, config: FinetuneConfig, threshold: float,
@@ -566,7 +638,9 @@ def phrase_offsets(model: EncoderClassifier, feature_extractor: WhisperFeatureEx
         return None
     crops = [fixed_crop(examples.audios[i], examples.bounds[i], config.max_seconds) for i in rows]
     if states is not None:
-        frames = [model.classify(*pad_states([states[i]], model.device))[1][0].detach().cpu().numpy() for i in rows]
+        with torch.no_grad():
+            frames = [model.classify_cached(*pad_states([states[i]], model.device), config.top_layers)[1][0].float()
+                      .cpu().numpy() for i in rows]
     else:
         frames = predict_frames(model, feature_extractor, crops, config.eval_batch_size)[1]
     before, after = [], []

@@ -51,7 +51,8 @@ PRUNERS = ("median", "none")
 MEDIAN_STARTUP_TRIALS = 3  # trials that always run in full before the median pruner may stop one
 # FinetuneConfig fields that change what a trial's value means: a resumed study must keep them.
 OBJECTIVE_FIELDS = ("model", "n_folds", "epochs", "batch_size", "max_seconds", "freeze_encoder_steps",
-                    "grad_clip", "augment", "seed", "max_train_clips", "pooling", "layers")
+                    "grad_clip", "augment", "seed", "max_train_clips", "pooling", "layers",
+                    "top_layers", "top_epochs")
 ERROR_TAG_CHARS = 5000  # MLflow tag values are limited; the full traceback goes to error.txt
 OPTUNA_DB = "optuna.db"
 STORAGE_ENV = "HEARDET_OPTUNA_STORAGE"  # the default study storage, e.g. a team stack's PostgreSQL database
@@ -215,6 +216,9 @@ def open_study(config: TuneConfig, base: FinetuneConfig) -> optuna.Study:
                                 direction="maximize", load_if_exists=True)
     objective = {**{f: getattr(base, f) for f in OBJECTIVE_FIELDS}, "metric": config.metric}
     before = study.user_attrs.get("objective")
+    if before is not None:  # a study from before a setting existed ran with that setting's default
+        defaults = {f.name: f.default for f in dataclasses.fields(base) if f.name in objective}
+        before = {**defaults, **before}
     if before is None:
         study.set_user_attr("objective", objective)
     elif before != objective:
@@ -273,6 +277,9 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
     from heardet.cv import folds
 
     folds(examples.labels, base.n_folds, base.seed, examples.voices or None)  # fail now, not once per trial
+    if base.top_layers and config.encoder_lr_max == 0:
+        raise ValueError(f"top_layers={base.top_layers} trains the encoder's top layers at the sampled encoder_lr; "
+                         "give encoder_lr_min and encoder_lr_max > 0, or top_layers=0 to tune a frozen encoder's head")
     study = open_study(config, base)
     numbers: list[int] = []
     objective = _objective(examples, config, base, encoder_factory or _cached_factory(), data_name, progress,
@@ -289,6 +296,18 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
     best_run = best.user_attrs.get("mlflow_run_id") if best else None
     storage = redact(config.storage or default_storage())
     return TuneResult(study, trials, best, best_run, storage, seconds)
+
+
+def log_stage_seconds(extra: dict) -> None:
+    """Training time per stage of a cross-validation on cached states: ``cv_encode_seconds`` and, per fold,
+    ``cv_fold_head_seconds`` (stage a) and ``cv_fold_top_seconds`` (stage b)."""
+    import mlflow
+
+    if extra.get("encode_seconds"):
+        mlflow.log_metric("cv_encode_seconds", float(extra["encode_seconds"][0]))
+    for name in ("head_seconds", "top_seconds"):
+        for fold, value in enumerate(extra.get(name, [])):
+            mlflow.log_metric(f"cv_fold_{name}", float(value), step=fold)
 
 
 def _cached_factory() -> EncoderFactory:
@@ -349,6 +368,7 @@ def _objective(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig
             value = float(aggregate(cv.fold_f1))
             mlflow.log_metrics({**{name: float(fn(cv.fold_f1)) for name, fn in METRICS.items()},
                                 "cv_macro_f1_std": cv.std_f1, "cv_threshold": cv.threshold})
+            log_stage_seconds(cv.extra)
             mlflow.set_tag("trial_state", "COMPLETE")
             status = "FINISHED"
             return value
