@@ -33,10 +33,12 @@ from heardet.config import click_options, from_options
 @click_options(FinetuneConfig, skip=["eval_batch_size"])
 @out_option
 @click.option("--register-as", "--register_as", default="", help="Registered model name (default heardet-finetune-<model>).")
+@click.option("--loeo", type=click.BOOL, default=True, show_default=True,
+              help="Also train one model without each engine and score it on that engine (leave-one-engine-out).")
 @click.option("--params-from", default="",
               help="A tune run id: use its best encoder_lr, head_lr and dropout where not given here.")
 @friendly_errors
-def main(data, out, register_as, params_from, **options) -> None:
+def main(data, out, register_as, loeo, params_from, **options) -> None:
     """Fine-tune MODEL's encoder on DATA and log it to the active MLflow run.
 
     The MLproject declares neither the tuned parameters nor ``register_as``: ``mlflow run``
@@ -83,7 +85,8 @@ def main(data, out, register_as, params_from, **options) -> None:
         log_cv(cv.result, labels=examples.labels, grouped=is_grouped(examples.voices or None, config.n_folds))
         if cv.result.extra.get("encode_seconds"):  # per-fold head/top seconds: log_cv logs them
             mlflow.log_metric("cv_encode_seconds", cv.result.extra["encode_seconds"][0])
-        log_engine_holdout(engine_holdout(examples, config, cv.result.threshold))
+        if loeo:
+            log_engine_holdout(engine_holdout(examples, config, cv.result.threshold))
         mlflow.log_text("id,label,oof_score\n" + "".join(
             f"{i},{y},{p:.6f}\n" for i, y, p in zip(examples.ids, examples.labels, cv.result.oof_score)),
             "oof/oof_predictions.csv")

@@ -35,9 +35,15 @@ def test_finetune_entrypoint_logs_folds_and_registers_a_reloadable_model(tiny_hf
             assert row.window_start_s <= row.phrase_start_s < row.phrase_end_s <= row.window_end_s + 1e-6
 
 
-def test_default_registered_name_follows_the_model(tiny_hf_whisper, phrase_dataset, mlflow_store, tmp_path):
+def test_default_registered_name_follows_the_model_and_loeo_false_trains_no_engine_hold_out(
+        tiny_hf_whisper, phrase_dataset, mlflow_store, tmp_path, monkeypatch):
+    def no_hold_out(*args, **kwargs):
+        raise AssertionError("--loeo false still trained the leave-one-engine-out models")
+
+    monkeypatch.setattr("heardet.approaches.finetune.train.engine_holdout", no_hold_out)
     run_entrypoint("finetune", ["--data", str(phrase_dataset), "--model", str(tiny_hf_whisper), "--n-folds", "2",
-                                "--max-seconds", "2", "--out", str(tmp_path / "out"), "--refit", "best_fold"])
+                                "--max-seconds", "2", "--out", str(tmp_path / "out"), "--refit", "best_fold",
+                                "--loeo", "false"])
     name = f"heardet-finetune-{tiny_hf_whisper.name.lower()}"
     version = mlflow.MlflowClient().get_latest_versions(name)[0]
     assert mlflow.get_run(version.run_id).data.tags["refit_fold"] in ("0", "1")

@@ -110,6 +110,20 @@ def test_a_study_from_before_a_setting_existed_resumes_when_this_run_keeps_its_d
         open_study(config, FinetuneConfig(n_folds=2, top_layers=1))
 
 
+def test_the_first_trial_starts_at_the_given_point_once_per_study(tiny_hf_whisper, phrase_dataset, mlflow_store,
+                                                                  tmp_path):
+    args = tune_args(phrase_dataset, tiny_hf_whisper, "--n-trials", "1", "--study-name", "started",
+                     "--start", "encoder_lr=3e-5,head_lr=2e-3,dropout=0.2")
+    (first,) = trial_runs(run_entrypoint("tune", args).info.run_id)
+    assert (float(first.data.params["encoder_lr"]), float(first.data.params["head_lr"]),
+            float(first.data.params["dropout"])) == (3e-5, 2e-3, 0.2)
+    (second,) = trial_runs(run_entrypoint("tune", args).info.run_id)
+    assert float(second.data.params["head_lr"]) != 2e-3, "the study had that point: the sampler explores"
+    result = CliRunner().invoke(entrypoint("tune"), tune_args(phrase_dataset, tiny_hf_whisper,
+                                                              "--start", "head_lr=1"))
+    assert result.exit_code != 0 and "TuneConfig.start='head_lr=1' is invalid" in result.output, result.output
+
+
 def test_trials_with_stage_b_sample_the_encoder_lr_and_a_frozen_search_for_them_is_refused(
         tiny_hf_whisper, phrase_dataset, mlflow_store):
     parent = run_entrypoint("tune", tune_args(phrase_dataset, tiny_hf_whisper, "--n-trials", "1", "--top-layers", "1",

@@ -80,6 +80,8 @@ class TuneConfig:
         study_name: the Optuna study; an existing one is resumed.
         storage: Optuna storage URL; empty = ``optuna.db`` next to the MLflow store (see
             :func:`default_storage`).
+        start: a first trial at a known point, e.g. ``encoder_lr=3e-5,head_lr=1e-3,dropout=0.2``,
+            before the sampler explores (empty = none); skipped when the study already has it.
     """
 
     encoder_lr_min: float = setting(1e-6, "a number > 0 (log scale), or 0 with encoder_lr_max 0 (frozen)",
@@ -100,6 +102,9 @@ class TuneConfig:
                            lambda v: isinstance(v, str) and (v == "" or "://" in v),
                            "Optuna storage URL (default: $HEARDET_OPTUNA_STORAGE, else optuna.db next to the MLflow "
                            "store).")
+    start: str = setting("", "'' or name=value pairs of the searched parameters, e.g. "
+                         "'encoder_lr=3e-5,head_lr=1e-3,dropout=0.2', each within its range",
+                         lambda v: isinstance(v, str), "A first trial at these values (empty = none).")
 
     def __post_init__(self) -> None:
         if has_password(self.storage):  # said without the value: validate() would echo it
@@ -111,7 +116,29 @@ class TuneConfig:
                   for name in ("encoder_lr", "head_lr", "dropout")}
         checks["encoder_lr_min"] = (self.encoder_lr_min > 0 or self.encoder_lr_max == 0,
                                     "a number > 0 (log scale), or 0 together with encoder_lr_max=0 (frozen)")
+        try:
+            point = self.start_point()
+            start_ok = all(low <= point[name] <= high for name, (low, high, _) in self.search_space().items()
+                           if name in point) and set(point) <= set(self.search_space())
+        except ValueError:
+            start_ok = False
+        checks["start"] = (start_ok, "'' or name=value pairs of " + ", ".join(self.search_space())
+                           + ", each within its range (e.g. 'head_lr=1e-3,dropout=0.2')")
         validate(self, checks)
+
+    def start_point(self) -> dict[str, float]:
+        """:attr:`start` as ``{name: value}`` (empty when there is none).
+
+        Raises:
+            ValueError: a pair that is not ``name=number``.
+        """
+        point = {}
+        for pair in filter(None, (p.strip() for p in self.start.split(","))):
+            name, sep, value = pair.partition("=")
+            if not sep:
+                raise ValueError(f"{pair!r} is not name=value")
+            point[name.strip()] = float(value)
+        return point
 
     @property
     def fixed(self) -> dict[str, float]:
@@ -281,6 +308,10 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
         raise ValueError(f"top_layers={base.top_layers} trains the encoder's top layers at the sampled encoder_lr; "
                          "give encoder_lr_min and encoder_lr_max > 0, or top_layers=0 to tune a frozen encoder's head")
     study = open_study(config, base)
+    point = config.start_point()
+    if point and not any(t.params == point for t in study.trials):
+        study.enqueue_trial(point)  # the next trial of this call evaluates it before the sampler explores
+        logger.info("first trial: %s", ", ".join(f"{k}={v:g}" for k, v in point.items()))
     numbers: list[int] = []
     objective = _objective(examples, config, base, encoder_factory or _cached_factory(), data_name, progress,
                            numbers)
