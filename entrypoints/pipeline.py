@@ -54,13 +54,13 @@ class Profile:
 START = "encoder_lr=3e-5,head_lr=1e-3,dropout=0.2"
 
 PROFILES = {
-    # About 20 minutes on 2 CPU cores. Approaches 1 and 2 transcribe and learn from 240 of the train
+    # About 22 minutes on 2 CPU cores. Approaches 1 and 2 transcribe and learn from 240 of the train
     # clips (transcribing is the slowest step: about 1 clip/s). A whisper-base encoder whose
     # features are computed once and cached; stage (a) trains a frame head with soft-maximum pooling
     # on a learned mix of the encoder's layers for 30 epochs, stage (b) then trains the encoder's
     # top layer with it for 3 epochs on the same cached features. The tune tries START and one
     # sampled point (encoder and head learning rates, dropout) on the same 480 clips and folds the
-    # fine-tune then trains on: settings that won on 240 clips did worse on 480. The fine-tune uses
+    # fine-tune then trains on (settings chosen on 240 clips need not carry to 480). The fine-tune uses
     # the best trial; leave-one-engine-out is left to the full profile and benchmarks/quality.py.
     "quick": Profile("quick", n_train=480, n_test=120, transcript_train_clips=240,
                      catboost_folds=5, finetune_folds=2, max_train_clips=0,
