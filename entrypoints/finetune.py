@@ -52,7 +52,7 @@ def main(data, out, register_as, loeo, params_from, **options) -> None:
         model_slug,
         prepare_examples,
     )
-    from heardet.approaches.finetune.tune import best_params
+    from heardet.approaches.finetune.tune import best_params, log_stage_seconds
     from heardet.cli import configure_logging
     from heardet.cv import is_grouped
     from heardet.data import load_dataset
@@ -83,8 +83,7 @@ def main(data, out, register_as, loeo, params_from, **options) -> None:
 
         cv = cross_validate(examples, config, on_step=on_step)
         log_cv(cv.result, labels=examples.labels, grouped=is_grouped(examples.voices or None, config.n_folds))
-        if cv.result.extra.get("encode_seconds"):  # per-fold head/top seconds: log_cv logs them
-            mlflow.log_metric("cv_encode_seconds", cv.result.extra["encode_seconds"][0])
+        log_stage_seconds(cv.result.extra, per_fold=False)  # log_cv logged the per-fold ones
         if loeo:
             log_engine_holdout(engine_holdout(examples, config, cv.result.threshold))
         mlflow.log_text("id,label,oof_score\n" + "".join(

@@ -238,10 +238,7 @@ class EncoderClassifier(nn.Module):
         valid = torch.arange(out_frames, device=x.device)[None, :] < ((lengths + 1) // 2)[:, None]
         x = x + enc.embed_positions.weight[:out_frames]
         x = nn.functional.dropout(x, p=enc.dropout, training=self.training)
-        # Additive mask [batch, 1, query, key]: padded keys get the dtype's minimum.
-        blocked = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
-        blocked = blocked.masked_fill(~valid, torch.finfo(x.dtype).min)
-        attn_mask = blocked[:, None, None, :].expand(-1, 1, out_frames, -1)
+        attn_mask = key_mask(valid, x.dtype)
         outputs = []
         for layer in enc.layers:
             if not (self.training and enc.layerdrop > 0.0 and torch.rand([]) < enc.layerdrop):
@@ -272,8 +269,7 @@ class EncoderClassifier(nn.Module):
         if not 1 <= n < total:
             raise ValueError(f"top layers must be in [1, {total - 1}] for a {total}-layer encoder, got {n!r}")
         x = stacked[:, total - n - 1]
-        blocked = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill(~valid, torch.finfo(x.dtype).min)
-        attn_mask = blocked[:, None, None, :].expand(-1, 1, x.shape[1], -1)
+        attn_mask = key_mask(valid, x.dtype)
         outputs = list(stacked.unbind(dim=1))[: total - n]
         for layer in enc.layers[total - n :]:
             x = layer(x, attn_mask)
@@ -300,6 +296,13 @@ class EncoderClassifier(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Class logits ``[batch, 2]`` (index 1 = the phrase is said)."""
         return self.classify(*self.encode(features, lengths))[0]
+
+
+def key_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The encoder layers' additive attention mask ``[batch, 1, query, key]`` from the valid frames
+    ``[batch, frames]``: padded keys get the dtype's minimum."""
+    blocked = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, torch.finfo(dtype).min)
+    return blocked[:, None, None, :].expand(-1, 1, valid.shape[1], -1)
 
 
 def peak_time(frame_logits: np.ndarray) -> float:

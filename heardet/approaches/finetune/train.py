@@ -328,7 +328,7 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     trained = model.head_parameters()
-    groups = [{"params": model.head_parameters(), "lr": config.head_lr}]
+    groups = [{"params": trained, "lr": config.head_lr}]
     if top_layers:
         _set_encoder_trainable(model, False)
         top = model.top_parameters(top_layers)

@@ -329,14 +329,15 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
     return TuneResult(study, trials, best, best_run, storage, seconds)
 
 
-def log_stage_seconds(extra: dict) -> None:
-    """Training time per stage of a cross-validation on cached states: ``cv_encode_seconds`` and, per fold,
-    ``cv_fold_head_seconds`` (stage a) and ``cv_fold_top_seconds`` (stage b)."""
+def log_stage_seconds(extra: dict, per_fold: bool = True) -> None:
+    """Training time per stage of a cross-validation on cached states: ``cv_encode_seconds`` and, with
+    ``per_fold`` (where :func:`heardet.mlops.tracking.log_cv` does not already log them),
+    ``cv_fold_head_seconds`` (stage a) and ``cv_fold_top_seconds`` (stage b) per fold."""
     import mlflow
 
     if extra.get("encode_seconds"):
         mlflow.log_metric("cv_encode_seconds", float(extra["encode_seconds"][0]))
-    for name in ("head_seconds", "top_seconds"):
+    for name in ("head_seconds", "top_seconds") if per_fold else ():
         for fold, value in enumerate(extra.get(name, [])):
             mlflow.log_metric(f"cv_fold_{name}", float(value), step=fold)
 
