@@ -3,15 +3,19 @@
 Rows: approach 1 (the rule on whisper-base transcripts), approach 2 (CatBoost on them, voice-grouped
 folds), approach 3 in five recipes (the original competition recipe: whole encoder, mean pooling,
 last layer, 1 epoch; the frozen encoder with the frame head on the last layer; the same on a
-learned mix of every layer (stage a); stage a followed by stage b, the encoder's top two layers or
-its top layer trained on the cached features, the full and quick profiles' recipes), and approach 4 (the ensemble the ``ensemble`` entry
-point would choose from the members' out-of-fold scores, applied to their test scores).
+learned mix of every layer (stage a, the quick profile's recipe); stage a followed by stage b, the
+encoder's top two layers (the full profile's recipe) or its top layer trained on the cached
+features), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
+members' out-of-fold scores, applied to their test scores). ``--only`` picks fine-tune rows.
 
 Columns: CV macro F1 (folds grouped by voice where the manifest names voices), macro F1 on the
 test split (its voices and carrier sentences are not in training), leave-one-engine-out macro
 F1 both ways (trained on the other engine's train clips, scored on this engine's), the share of
 the test split's near-miss negatives flagged, the median localisation error on the test
-positives found (frame models; the worse end against the nearest bound), and training minutes (CV + final fit; leave-one-engine-out not counted).
+positives found (frame models; the worse end against the nearest bound), training minutes (CV + final fit;
+leave-one-engine-out not counted) and, for the fine-tune rows, the test macro F1 had the model
+used the threshold its out-of-fold scores pick (``FinetuneConfig.threshold=-1``) instead of 0.5.
+``--seed`` reruns the fine-tune rows with another seed (folds, head weights, batch order).
 
     python benchmarks/quality.py DATA --out benchmarks/results/quality.json
 
@@ -43,28 +47,30 @@ from heardet.approaches.finetune.train import (
     prepare_examples,
 )
 from heardet.approaches.rule import rule_label
+from heardet.cv import best_threshold
 from heardet.data import groups_of, load_dataset
 from heardet.metrics import score
 from heardet.mlops.tracking import localisation_errors
 from heardet.whisper.asr import default_cache, make_transcriber, transcribe_clips
 
-RECIPES = {
-    "3 original recipe (whole encoder, mean pooling, last layer, 1 epoch, 5 folds)": FinetuneConfig(
+RECIPES = {  # --only key: (row name, recipe)
+    "recipe": ("3 original recipe (whole encoder, mean pooling, last layer, 1 epoch, 5 folds)", FinetuneConfig(
         n_folds=5, epochs=1, batch_size=4, encoder_lr=1e-5, head_lr=3e-4, dropout=0.2, pooling="mean",
-        layers="last", max_seconds=8.0),
-    "3 frozen encoder, frame head, last layer (30 epochs, 2 folds)": FinetuneConfig(
+        layers="last", max_seconds=8.0)),
+    "last": ("3 frozen encoder, frame head, last layer (30 epochs, 2 folds)", FinetuneConfig(
         n_folds=2, epochs=30, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames", layers="last",
-        max_seconds=8.0),
-    "3 frozen encoder, frame head, all layers mixed (stage a: 30 epochs, 2 folds)": FinetuneConfig(
-        n_folds=2, epochs=30, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames", layers="all",
-        max_seconds=8.0),
-    "3 stage a, then the top 2 layers trained on cached states (stage b: 3 epochs at 3e-5; the full profile)":
-        FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=3e-5, head_lr=1e-3, pooling="frames",
-                       layers="all", max_seconds=8.0, top_layers=2, top_epochs=3),
-    "3 stage a, then the top layer trained on cached states (stage b: 3 epochs at 3e-5; the quick profile)":
-        FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=3e-5, head_lr=1e-3, pooling="frames",
-                       layers="all", max_seconds=8.0, top_layers=1, top_epochs=3),
+        max_seconds=8.0)),
+    "a": ("3 frozen encoder, frame head, all layers mixed (stage a: 30 epochs, 2 folds; the quick profile)",
+          FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames",
+                         layers="all", max_seconds=8.0)),
+    "b2": ("3 stage a, then the top 2 layers trained on cached states (stage b: 3 epochs at 3e-5; the full profile)",
+           FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=3e-5, head_lr=1e-3, pooling="frames",
+                          layers="all", max_seconds=8.0, top_layers=2, top_epochs=3)),
+    "b1": ("3 stage a, then the top layer trained on cached states (stage b: 3 epochs at 3e-5)",
+           FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=3e-5, head_lr=1e-3, pooling="frames",
+                          layers="all", max_seconds=8.0, top_layers=1, top_epochs=3)),
 }
+ENSEMBLE_MEMBER = "a"  # the fine-tune the quick main job registers, beside the rule and CatBoost
 
 
 def near_miss_rate(clips, predicted: np.ndarray) -> float | None:
@@ -103,7 +109,7 @@ def transcript_rows(dataset, test_clips, add, members) -> tuple[list[str], dict,
          "test_f1": score(test_labels, rule_test.astype(int)).macro_f1,
          "near_miss_fp": near_miss_rate(test_clips, rule_test), "train_minutes": 0.0,
          "note": f"transcribing train + test took {transcribe_s / 60:.1f} min"})
-    members.append(("rule", dict(zip(ids, rule_train)), 0.5, rule_test))
+    members["rule"] = ("rule", dict(zip(ids, rule_train)), 0.5, rule_test)
 
     by_id = {c.id: c for c in dataset.train}
     kept = [by_id[i] for i in ids]
@@ -119,7 +125,7 @@ def transcript_rows(dataset, test_clips, add, members) -> tuple[list[str], dict,
          "test_f1": score(test_labels, (test_scores >= cv.threshold).astype(int)).macro_f1,
          **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
          "near_miss_fp": near_miss_rate(test_clips, test_scores >= cv.threshold), "train_minutes": minutes})
-    members.append(("catboost", dict(zip(ids, cv.oof_score)), cv.threshold, test_scores))
+    members["catboost"] = ("catboost", dict(zip(ids, cv.oof_score)), cv.threshold, test_scores)
     return ids, by_id, test_labels
 
 
@@ -132,15 +138,26 @@ def main() -> None:
     parser.add_argument("--skip-last-layer", action="store_true", help="leave out the last-layer frame head's row")
     parser.add_argument("--approach-3-only", action="store_true",
                         help="only the fine-tune's rows: no transcripts (approaches 1, 2 and 4 need them)")
+    parser.add_argument("--only", default=",".join(RECIPES),
+                        help=f"the fine-tune rows to run, a comma list of {', '.join(RECIPES)} (default: all)")
+    parser.add_argument("--skip-loeo", action="store_true", help="no leave-one-engine-out refits")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="the fine-tune recipes' seed (folds, initial head weights, batch order)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args()
+    only = [key.strip() for key in args.only.split(",") if key.strip()]
+    if set(only) - set(RECIPES):
+        parser.error(f"--only: unknown rows {sorted(set(only) - set(RECIPES))}; known: {', '.join(RECIPES)}")
+    if not args.approach_3_only and ENSEMBLE_MEMBER not in only:
+        parser.error(f"--only must include {ENSEMBLE_MEMBER!r} (the ensemble's fine-tune member) "
+                     "unless --approach-3-only")
     logging.basicConfig(level=logging.WARNING)
     dataset = load_dataset(args.data, require_train=True)
     test_clips = [c for c in dataset.test if c.label is not None]
     if not test_clips:
         raise SystemExit(f"{args.data}: the test split has no labels (test_labels.csv); nothing to score")
     engines_of_train = groups_of(dataset.train, "engine")
-    rows, members = [], []  # members: (name, oof by train id, threshold, test scores)
+    rows, members = [], {}  # members: {key: (name, oof by train id, threshold, test scores)}
 
     def add(row: dict) -> None:
         rows.append(row)
@@ -150,9 +167,10 @@ def main() -> None:
         ids, by_id, test_labels = transcript_rows(dataset, test_clips, add, members)
     examples = prepare_examples(dataset.train, progress=False)
     test = prepare_examples(test_clips, progress=False)
-    for name, recipe in RECIPES.items():
-        if recipe.layers == "last" and recipe.pooling == "frames" and args.skip_last_layer:
+    for key, (name, recipe) in RECIPES.items():
+        if key not in only or key == "last" and args.skip_last_layer:
             continue
+        recipe = dataclasses.replace(recipe, seed=args.seed)
         if recipe.pooling == "mean":
             if args.skip_recipe:
                 continue
@@ -166,21 +184,24 @@ def main() -> None:
         results = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
                                 recipe.eval_batch_size, cv.result.threshold, phrase_offsets=final.phrase_offsets)
         test_scores = np.array([r.score for r in results])
-        loeo = engine_holdout(examples, recipe, cv.result.threshold) if engines_of_train else {}
-        add({"approach": name, "cv_f1": cv.result.mean_f1,
+        loeo = engine_holdout(examples, recipe, cv.result.threshold) if engines_of_train and not args.skip_loeo else {}
+        oof_threshold = best_threshold(examples.labels, cv.result.oof_score)
+        add({"approach": name, "cv_f1": cv.result.mean_f1, "threshold": cv.result.threshold,
              "test_f1": score(test.labels, (test_scores >= cv.result.threshold).astype(int)).macro_f1,
+             "oof_threshold": oof_threshold,
+             "test_f1_oof_threshold": score(test.labels, (test_scores >= oof_threshold).astype(int)).macro_f1,
              **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
              "near_miss_fp": near_miss_rate(test_clips, test_scores >= cv.result.threshold),
              "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes})
-        members.append((name.split(" (")[0], dict(zip(examples.ids, cv.result.oof_score)), cv.result.threshold,
-                        test_scores))
+        members[key] = (name.split(" (")[0], dict(zip(examples.ids, cv.result.oof_score)), cv.result.threshold,
+                        test_scores)
 
     if args.approach_3_only:
         print_table(rows, dataset, test_clips, args)
         return
     # Approach 4: the members the main job registers (rule, CatBoost, the default fine-tune), blended on
     # the train clips every member scored out of fold.
-    chosen = [members[0], members[1], members[-1]]
+    chosen = [members["rule"], members["catboost"], members[ENSEMBLE_MEMBER]]
     common = [i for i in ids if all(i in m[1] for m in chosen)]
     oof = np.array([[m[1][i] for i in common] for m in chosen])
     blend = choose_blend(oof, [by_id[i].label for i in common], [m[2] for m in chosen], [m[0] for m in chosen])
@@ -206,13 +227,15 @@ def print_table(rows: list[dict], dataset, test_clips, args) -> None:
           f"{platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}\n")
     print("| approach | CV macro F1 | test macro F1 | "
           + " | ".join(f"LOEO: without {e[5:]}, F1 on it" for e in engines)
-          + " | near misses flagged | median localisation error, s | training minutes |")
-    print("|---|---|---|" + "---|" * len(engines) + "---|---|---|")
+          + " | near misses flagged | median localisation error, s | training minutes"
+          + " | test macro F1 at the out-of-fold threshold |")
+    print("|---|---|---|" + "---|" * len(engines) + "---|---|---|---|")
     for r in rows:
+        oof = (f"{r['test_f1_oof_threshold']:.3f} (at {r['oof_threshold']:.2f})" if "oof_threshold" in r else "—")
         print(f"| {r['approach']} | {fmt(r['cv_f1'])} | {fmt(r['test_f1'])} | "
               + " | ".join(fmt(r.get(e)) for e in engines)
               + f" | {fmt(r['near_miss_fp'], '.1%')} | {fmt(r.get('localisation_s'), '.2f')} | "
-              f"{r['train_minutes']:.1f} |")
+              f"{r['train_minutes']:.1f} | {oof} |")
     if args.out:
         args.out.write_text(json.dumps({"measured": time.strftime("%Y-%m-%d %H:%M"), "data": str(args.data),
                                         "rows": rows}, indent=2, ensure_ascii=False) + "\n")

@@ -28,6 +28,7 @@ from heardet.approaches.finetune.train import (
     training_crop,
 )
 from heardet.audio import SAMPLE_RATE
+from heardet.cv import best_threshold
 
 BURST_HZ = 1000.0
 
@@ -133,6 +134,21 @@ def test_two_fold_cross_validation_returns_fold_scores_and_oof_probabilities(tin
     assert 0.0 <= result.threshold <= 1.0
 
 
+def test_the_threshold_is_the_configured_one_unless_minus_one_asks_for_the_out_of_fold_choice(tiny_whisper):
+    audios, labels, bounds = make_clips(8)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=1, batch_size=4, encoder_lr=0.0, head_lr=1e-2,
+                            max_seconds=1.0, device="cpu")
+    factory = tiny_factory(tiny_whisper)
+    fixed = cross_validate(examples, dataclasses.replace(config, threshold=0.7), factory, progress=False)
+    assert fixed.result.threshold == 0.7
+    assert fit(examples, dataclasses.replace(config, threshold=0.7), factory, progress=False).threshold == 0.7
+    chosen = cross_validate(examples, dataclasses.replace(config, threshold=-1), factory, progress=False)
+    assert chosen.result.threshold == best_threshold(examples.labels, chosen.result.oof_score)
+    assert fit(examples, dataclasses.replace(config, threshold=-1), factory, cv=chosen,
+               progress=False).threshold == chosen.result.threshold
+
+
 def test_best_fold_refit_returns_a_fold_model(tiny_whisper):
     audios, labels, bounds = make_clips(8)
     config = FinetuneConfig(model="tiny", n_folds=2, batch_size=4, device="cpu", refit="best_fold",
@@ -203,7 +219,8 @@ def test_training_crop_of_a_long_positive_keeps_its_phrase():
 
 
 @pytest.mark.parametrize("field, value", [("n_folds", 1), ("refit", "last"), ("max_seconds", 45.0),
-                                          ("device", "tpu"), ("dropout", 1.0), ("augment", "yes")])
+                                          ("device", "tpu"), ("dropout", 1.0), ("augment", "yes"),
+                                          ("threshold", 0.0), ("threshold", 1.0), ("threshold", -0.5)])
 def test_a_bad_config_value_names_the_field(field, value):
     with pytest.raises(ValueError, match=rf"FinetuneConfig\.{field}=.*allowed"):
         FinetuneConfig(**{field: value})
