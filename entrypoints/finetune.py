@@ -3,7 +3,7 @@ dropout → linear head, k-fold (grouped by voice where the manifest names voice
 
 Logs params (``FinetuneConfig``), per-step ``train_loss_fold<k>`` (and ``train_loss_final``)
 with ``step=``, per-fold ``cv_fold_macro_f1`` / ``cv_fold_val_loss`` / ``cv_fold_seconds``
-(``step=fold``), ``cv_macro_f1_mean`` / ``std``, ``cv_threshold`` (chosen on out-of-fold
+(``step=fold``), ``cv_macro_f1_mean`` / ``std``, ``cv_threshold`` (``threshold``; when it is -1, chosen on out-of-fold
 scores), ``loeo_macro_f1_<engine>`` / ``_mean`` (a model trained without that engine, scored
 on it), tags ``approach=finetune``, ``refit`` and ``cv_folds``, artifacts ``oof/oof_predictions.csv``,
 ``plots/fold_f1.png``, ``plots/oof_roc_pr.png`` and the pyfunc model ``model`` (weights, head

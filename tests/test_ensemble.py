@@ -155,3 +155,20 @@ def test_an_ensemble_says_where_the_phrase_is_from_its_heaviest_member_that_foun
     assert np.isnan(got[2]).all(), "label 0: no phrase times"
     alone = Blend("weighted", (1.0, 0.0), 0.5)  # member 0 alone: its label decides, member 1's times still serve
     assert phrase_times(combined, labels, times, alone)[0].tolist() == [1.0, 1.5]
+
+
+def test_a_mean_is_judged_at_a_threshold_chosen_on_rows_it_is_not_scored_on():
+    from heardet.approaches.ensemble import choose_blend, cross_fitted_f1
+    from heardet.cv import best_threshold
+    from heardet.metrics import score
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, size=300)
+    noise = rng.random(300)  # no signal: any edge a threshold finds on these rows is luck
+    in_sample = score(labels, (noise >= best_threshold(labels, noise)).astype(int)).macro_f1
+    assert cross_fitted_f1(labels, noise) < in_sample
+    assert cross_fitted_f1(labels, labels.astype(float)) == 1.0
+    member = np.clip(labels * 0.5 + rng.normal(0.25, 0.2, 300), 0, 1)
+    blend = dict(choose_blend(np.stack([member, noise]), labels, [0.5, 0.5], ["member", "noise"]).candidates)
+    assert blend["mean of scores"] == round(cross_fitted_f1(labels, (member + noise) / 2), 6)
+    assert blend["member alone"] == round(score(labels, (member >= 0.5).astype(int)).macro_f1, 6)
