@@ -60,8 +60,8 @@ PROFILES = {
     # clips (transcribing is the slowest step: about 1 clip/s). A whisper-base encoder whose
     # features are computed once and cached; stage (a) only: a frame head with soft-maximum pooling
     # on a learned mix of the encoder's layers, 30 epochs. Stage (b) does not pay at this size
-    # (benchmarks/quality.md: over three seeds it scored lower on test and took 1.6 times as long),
-    # so the tune samples the head learning rate and dropout only: FROZEN_START and one sampled
+    # (benchmarks/quality.md: on the top layer, test F1 0.014 lower over three seeds in 1.5 times
+    # the minutes), so the tune samples the head learning rate and dropout only: FROZEN_START and one sampled
     # point, on the same 480 clips and folds the fine-tune then trains on (settings chosen on 240
     # clips need not carry to 480). The fine-tune uses the best trial; leave-one-engine-out is left
     # to the full profile and benchmarks/quality.py.

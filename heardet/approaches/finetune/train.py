@@ -111,8 +111,8 @@ class FinetuneConfig:
         threshold: the saved model's decision threshold on the phrase probability, in (0, 1); -1
             chooses it on the out-of-fold scores (max macro F1). Those come from fold models
             trained on part of the clips, not from the final model, and the arg-max moves with a
-            few clips: on the quick demo's data it landed at 0.04, 0.96 and 0.21 for three seeds
-            and lowered test F1 every time (``benchmarks/quality.md``), hence 0.5.
+            few clips: on a quick demo's data it landed between 0.05 and 0.96 over three seeds and
+            two recipes, never better on test than 0.5 (``benchmarks/quality.md``), hence 0.5.
 
     Three ways to train:
 
