@@ -64,16 +64,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REFIT_MODES = ("all", "best_fold")
-
-
-def is_threshold(value: object) -> bool:
-    """A decision threshold in (0, 1), or -1 (chosen on the out-of-fold scores)."""
-    return value == -1 or is_number(0, 1, low_open=True, high_open=True)(value)
 MAX_SHIFT_S = 0.5  # augmentation: up to this much leading silence, seconds
 
 EncoderFactory = Callable[[str, float], tuple[EncoderClassifier, "WhisperFeatureExtractor"]]
 StepCallback = Callable[[int | None, int, float], None]
 FoldCallback = Callable[[int, float, Scores], None]
+
+
+def is_threshold(value: object) -> bool:
+    """A decision threshold in (0, 1), or -1 (chosen on the out-of-fold scores)."""
+    return value == -1 or is_number(0, 1, low_open=True, high_open=True)(value)
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,11 @@ class FinetuneConfig:
     def frozen(self) -> bool:
         """The encoder never trains (``encoder_lr=0``, no augmentation): heads train on cached encoder states."""
         return self.encoder_lr == 0 and not self.augment
+
+    @property
+    def fixed_threshold(self) -> float | None:
+        """:attr:`threshold`, or None when the out-of-fold scores are to choose it (-1)."""
+        return None if self.threshold == -1 else self.threshold
 
     @property
     def cached(self) -> bool:
@@ -569,7 +574,9 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
             best = (rank, fold, model, steps, seconds)
         else:
             del model
-    threshold = best_threshold(examples.labels, oof) if config.threshold == -1 else config.threshold
+    threshold = config.fixed_threshold
+    if threshold is None:
+        threshold = best_threshold(examples.labels, oof)
     best_model = None
     if best is not None:
         _, fold, model, steps, seconds = best
@@ -605,10 +612,7 @@ def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
             fitted.threshold = float(threshold)
         return fitted
     if threshold is None:
-        if cv is not None:
-            threshold = cv.result.threshold
-        else:
-            threshold = 0.5 if config.threshold == -1 else config.threshold
+        threshold = cv.result.threshold if cv is not None else config.fixed_threshold or 0.5
     examples = examples.subsample(config.max_train_clips, config.seed)
     started = time.perf_counter()
     model, feature_extractor = _base_model(config, encoder_factory)
