@@ -400,3 +400,39 @@ def test_stage_b_settings_that_cannot_work_are_refused_naming_the_field(tiny_whi
                             top_layers=2)
     with pytest.raises(ValueError, match=r"top_layers=2 is invalid for 'tiny'; allowed: at most 1"):
         fit(LabelledAudio.from_arrays(audios, labels, bounds), config, tiny_factory(tiny_whisper), progress=False)
+
+
+def test_channel_dropout_zeroes_whole_channels_of_a_clip_in_training_only():
+    from heardet.approaches.finetune.model import ChannelDropout
+
+    torch.manual_seed(0)
+    hidden = torch.ones(8, 5, 64)
+    drop = ChannelDropout(0.5).train()
+    out = drop(hidden)
+    dropped = out == 0
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped)), "a channel is dropped in every frame alike"
+    assert 0.3 < dropped[:, 0].float().mean() < 0.7 and torch.allclose(out[~dropped], torch.tensor(2.0))
+    assert not torch.equal(dropped[0, 0], dropped[1, 0]), "each clip drops its own channels"
+    assert torch.equal(drop.eval()(hidden), hidden) and torch.equal(ChannelDropout(0.0).train()(hidden), hidden)
+    with pytest.raises(ValueError, match=r"feature dropout must be in \[0, 1\), got 1.0"):
+        ChannelDropout(1.0)
+
+
+def test_feature_dropout_reaches_the_trained_model_and_leaves_its_scores_alone(tiny_whisper, monkeypatch, tmp_path):
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(12)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, encoder_lr=0.0, head_lr=1e-3,
+                            max_seconds=2.0, device="cpu", feature_dropout=0.4)
+    plain = fit(examples, dataclasses.replace(config, feature_dropout=0.0), tiny_factory(tiny_whisper),
+                progress=False)
+    fitted = fit(examples, config, tiny_factory(tiny_whisper), progress=False)
+    assert fitted.model.channel_dropout.p == 0.4 and plain.model.channel_dropout.p == 0.0
+    heads = [dict(m.model.head.named_parameters()) for m in (plain, fitted)]
+    assert not torch.allclose(heads[0]["conv1.weight"], heads[1]["conv1.weight"]), "the dropout changed training"
+    first = predict_audio(fitted.model, fitted.feature_extractor, audios[:3], 2.0)
+    fitted.model.channel_dropout.p = 0.0
+    again = predict_audio(fitted.model, fitted.feature_extractor, audios[:3], 2.0)
+    assert [r.score for r in first] == [r.score for r in again], "scoring drops no channels"
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.feature_dropout=1.0 is invalid"):
+        FinetuneConfig(feature_dropout=1.0)

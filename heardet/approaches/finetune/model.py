@@ -151,6 +151,27 @@ class LayerMix(nn.Module):
         return self.norm(torch.einsum("l,bltd->btd", weights, stacked))
 
 
+class ChannelDropout(nn.Module):
+    """In training, zero a random share ``p`` of the feature channels of each clip, the same channels in
+    every frame (the rest scaled by ``1 / (1 - p)``); the identity in eval mode and at ``p=0``.
+
+    An augmentation of the encoder states (``FinetuneConfig.feature_dropout``): the head cannot lean
+    on a few channels that carry one speech engine's sound (``benchmarks/quality.md`` measures it
+    against leave-one-engine-out)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"feature dropout must be in [0, 1), got {p!r}")
+        self.p = p
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return hidden
+        keep = torch.rand(hidden.shape[0], 1, hidden.shape[-1], device=hidden.device) >= self.p
+        return hidden * keep.to(hidden.dtype) / (1.0 - self.p)
+
+
 class EncoderClassifier(nn.Module):
     """Whisper encoder -> a frame head with soft-maximum pooling, or masked mean pooling -> ``Linear(d_model, 2)``.
 
@@ -177,6 +198,7 @@ class EncoderClassifier(nn.Module):
         d_model = encoder.config.d_model
         self.head = FrameHead(d_model, dropout) if pooling == "frames" else nn.Linear(d_model, N_CLASSES)
         self.mix = LayerMix(len(encoder.layers), d_model) if layers == "all" else None
+        self.channel_dropout = ChannelDropout()  # training sets its ``p`` (FinetuneConfig.feature_dropout)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Everything that is not the encoder: the head, and the layer mix when there is one."""
@@ -282,6 +304,7 @@ class EncoderClassifier(nn.Module):
         frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too."""
         if self.mix is not None:
             hidden = self.mix(hidden)
+        hidden = self.channel_dropout(hidden)
         if self.pooling == "mean":
             return self.head(self.dropout(masked_mean(hidden, valid))), None
         frames = self.head(self.dropout(hidden), valid)

@@ -108,6 +108,9 @@ class FinetuneConfig:
             encoder's top ``top_layers`` layers train too, at ``encoder_lr``, for ``top_epochs``
             epochs, run from the cached output of the layer beneath (0 = stage (a) only).
         top_epochs: epochs of stage (b).
+        feature_dropout: in training, the share of each clip's feature channels (after the layer mix)
+            zeroed, the same channels in every frame (:class:`~heardet.approaches.finetune.model.ChannelDropout`);
+            an augmentation against leaning on one speech engine's sound (0 = off).
         threshold: the saved model's decision threshold on the phrase probability, in (0, 1); -1
             chooses it on the out-of-fold scores (max macro F1). Those come from fold models
             trained on part of the clips, not from the final model, and the arg-max moves with a
@@ -148,6 +151,8 @@ class FinetuneConfig:
     top_layers: int = setting(0, "an integer >= 0", is_int(0),
                               "Stage (b): then train the encoder's top N layers at encoder_lr on cached states (0 = none).")
     top_epochs: int = setting(3, "an integer >= 1", is_int(1), "Epochs of stage (b) (top_layers > 0).")
+    feature_dropout: float = setting(0.0, "a number in [0, 1)", is_number(0, 1, high_open=True),
+                                     "Training drops this share of each clip's feature channels (all frames alike).")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
                                "Decision threshold of the saved model; -1 chooses it on the out-of-fold scores.")
 
@@ -494,6 +499,7 @@ def _base_model(config: FinetuneConfig,
     torch.manual_seed(config.seed)  # the head's initial weights
     model, feature_extractor = factory(config.model, config.dropout)
     model = model.with_head(config.pooling, config.layers)
+    model.channel_dropout.p = config.feature_dropout
     if config.max_seconds * 100 > model.max_frames:
         raise ValueError(f"FinetuneConfig.max_seconds={config.max_seconds!r} is invalid for {config.model!r}; "
                          f"allowed: at most {model.max_frames / 100:g}")
