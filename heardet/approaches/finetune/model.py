@@ -156,8 +156,8 @@ class ChannelDropout(nn.Module):
     every frame (the rest scaled by ``1 / (1 - p)``); the identity in eval mode and at ``p=0``.
 
     An augmentation of the encoder states (``FinetuneConfig.feature_dropout``): the head cannot lean
-    on a few channels that carry one speech engine's sound. Off by default: ``benchmarks/quality.py``
-    has a row for it (``--only a,afd``) that has not yet run to the end."""
+    on a few channels that carry one speech engine's sound. Off by default: measured once, for one
+    seed (``benchmarks/quality.py --only a,afd``, ``benchmarks/quality.md``)."""
 
     def __init__(self, p: float = 0.0):
         super().__init__()
