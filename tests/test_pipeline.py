@@ -35,6 +35,8 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     children = runs[runs["tags.mlflow.parentRunId"] == parent.run_id]
     assert set(children["tags.approach"]) >= {"synth", "rule", "catboost", "finetune", "tune", "ensemble", "promote"}
     assert (children.status == "FINISHED").all()
+    finetune = children[children["tags.approach"] == "finetune"].iloc[0]
+    assert float(finetune["params.feature_dropout"]) == 0.3  # the smoke profile's, carried to the fine-tune
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("heardet-ensemble", "production").version) == "1"
     artifacts = {a.path for a in client.list_artifacts(parent.run_id, "summary")}
