@@ -71,8 +71,8 @@ PROFILES = {
                      max_seconds=8.0, finetune_epochs=30, finetune_batch=16, pooling="frames", layers="all",
                      encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.0, tune_start=FROZEN_START, loeo=False,
                      tune_trials=2, tune_folds=2, tune_max_train_clips=0),
-    # The best model this machine trains in about 2 hours (not yet run end to end; benchmarks/README.md
-    # has the stages measured so far, its fine-tune 27 minutes): the quick recipe (stage (a) only) on 2000
+    # The best model this machine trains (77 minutes end to end on 2 CPU cores, its fine-tune 28 of
+    # them; benchmarks/README.md): the quick recipe (stage (a) only) on 2000
     # train clips, scored on a 1000-clip held-out test split; 3 folds, 4 tune trials (head lr and
     # dropout) on 1000 of the clips, leave-one-engine-out; approaches 1 and 2 on 1000 train clips.
     # Stage (b) is left out here too: on a quick demo's data it scored lower on test than stage (a)
