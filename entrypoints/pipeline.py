@@ -69,8 +69,8 @@ PROFILES = {
     "quick": Profile("quick", n_train=480, n_test=120, transcript_train_clips=240,
                      catboost_folds=5, finetune_folds=2, max_train_clips=0,
                      max_seconds=8.0, finetune_epochs=30, finetune_batch=16, pooling="frames", layers="all",
-                     encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.0, tune_start=FROZEN_START, loeo=False,
-                     tune_trials=2, tune_folds=2, tune_max_train_clips=0),
+                     encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.0,
+                     tune_start=FROZEN_START, loeo=False, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
     # The best model this machine trains (77 minutes end to end on 2 CPU cores, its fine-tune 28 of
     # them; benchmarks/README.md): the quick recipe (stage (a) only) on 2000
     # train clips, scored on a 1000-clip held-out test split; 3 folds, 4 tune trials (head lr and
@@ -78,21 +78,19 @@ PROFILES = {
     # Stage (b) is left out here too: on a quick demo's data it scored lower on test than stage (a)
     # in more minutes (benchmarks/quality.md). The original competition recipe (whole encoder, mean
     # pooling, last layer, 1 epoch) is the finetune entry point's defaults with pooling=mean
-    # layers=last, and a row of benchmarks/quality.py. Feature dropout 0.3: over three seeds on a
-    # 960-clip train / 1000-clip held-out split it raised test F1 on each (mean 0.947 against 0.903)
-    # and steadied it (0.944-0.950 against 0.839-0.940; benchmarks/quality.md). The quick profile
-    # keeps 0: not measured at its size.
+    # layers=last, and a row of benchmarks/quality.py. Feature dropout 0.3 raised held-out test F1
+    # for each of three seeds (benchmarks/quality.md); the quick profile keeps 0, not measured at its size.
     "full": Profile("full", n_train=2000, n_test=1000, transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=3, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=30, finetune_batch=16, pooling="frames", layers="all",
-                    encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3, tune_start=FROZEN_START, loeo=True,
-                    tune_trials=4, tune_folds=2, tune_max_train_clips=1000),
+                    encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3,
+                    tune_start=FROZEN_START, loeo=True, tune_trials=4, tune_folds=2, tune_max_train_clips=1000),
     # A check of the wiring (the tests run it with tiny models), not of accuracy.
     "smoke": Profile("smoke", n_train=12, n_test=6, transcript_train_clips=0,
                      catboost_folds=2, finetune_folds=2, max_train_clips=0,
                      max_seconds=4.0, finetune_epochs=1, finetune_batch=4, pooling="frames", layers="all",
-                     encoder_lr=(1e-5, 1e-4), top_layers=1, top_epochs=1, feature_dropout=0.3, tune_start=START, loeo=True,
-                     tune_trials=2, tune_folds=2, tune_max_train_clips=0),
+                     encoder_lr=(1e-5, 1e-4), top_layers=1, top_epochs=1, feature_dropout=0.3,
+                     tune_start=START, loeo=True, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
 }
 
 
