@@ -38,6 +38,7 @@ class Profile:
     finetune_batch: int
     pooling: str  # frames | mean
     layers: str  # all | last
+    frame_head: str  # conv | gru (pooling frames)
     encoder_lr: tuple[float, float]  # the tune's encoder_lr range; (0, 0) = a frozen encoder (stage (a) only)
     top_layers: int  # stage (b): the encoder's top layers then train on the cached features (0 = none)
     top_epochs: int
@@ -69,7 +70,7 @@ PROFILES = {
     "quick": Profile("quick", n_train=480, n_test=120, transcript_train_clips=240,
                      catboost_folds=5, finetune_folds=2, max_train_clips=0,
                      max_seconds=8.0, finetune_epochs=30, finetune_batch=16, pooling="frames", layers="all",
-                     encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.0,
+                     frame_head="conv", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.0,
                      tune_start=FROZEN_START, loeo=False, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
     # The best model this machine trains (77 minutes end to end on 2 CPU cores, its fine-tune 28 of
     # them; benchmarks/README.md): the quick recipe (stage (a) only) on 2000
@@ -83,13 +84,13 @@ PROFILES = {
     "full": Profile("full", n_train=2000, n_test=1000, transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=3, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=30, finetune_batch=16, pooling="frames", layers="all",
-                    encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3,
+                    frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3,
                     tune_start=FROZEN_START, loeo=True, tune_trials=4, tune_folds=2, tune_max_train_clips=1000),
     # A check of the wiring (the tests run it with tiny models), not of accuracy.
     "smoke": Profile("smoke", n_train=12, n_test=6, transcript_train_clips=0,
                      catboost_folds=2, finetune_folds=2, max_train_clips=0,
                      max_seconds=4.0, finetune_epochs=1, finetune_batch=4, pooling="frames", layers="all",
-                     encoder_lr=(1e-5, 1e-4), top_layers=1, top_epochs=1, feature_dropout=0.3,
+                     frame_head="gru", encoder_lr=(1e-5, 1e-4), top_layers=1, top_epochs=1, feature_dropout=0.3,
                      tune_start=START, loeo=True, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
 }
 
@@ -168,7 +169,8 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
     catboost = stage("approach 2: catboost", "catboost", data=data, out=out, model=asr_model,
                      n_folds=p.catboost_folds, max_train_clips=p.transcript_train_clips)
     shared = {"model": finetune_model, "max_seconds": p.max_seconds, "epochs": p.finetune_epochs,
-              "batch_size": p.finetune_batch, "pooling": p.pooling, "layers": p.layers, "top_layers": p.top_layers,
+              "batch_size": p.finetune_batch, "pooling": p.pooling, "layers": p.layers, "frame_head": p.frame_head,
+              "top_layers": p.top_layers,
               "top_epochs": p.top_epochs, "feature_dropout": p.feature_dropout}
     tune = stage("tune", "tune", data=data, n_trials=p.tune_trials, n_folds=p.tune_folds,
                  max_train_clips=p.tune_max_train_clips, study_name=f"heardet-{p.name}",

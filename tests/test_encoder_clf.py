@@ -240,10 +240,12 @@ def test_frame_pooling_lies_between_the_mean_and_the_max_of_the_valid_frames():
     assert 2 / 3 < pooled < 4.0, "log-mean-exp must sit between the mean and the max, ignoring the padded frame"
 
 
-def test_a_frame_model_scores_padded_clips_like_lone_ones_and_says_where_the_phrase_is(tiny_whisper):
+@pytest.mark.parametrize("head", ["conv", "gru"])
+def test_a_frame_model_scores_padded_clips_like_lone_ones_and_says_where_the_phrase_is(tiny_whisper, head):
     torch.manual_seed(0)
     model, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
-    model = model.with_head("frames").eval()
+    model = model.with_head("frames", "last", head).eval()
+    assert type(model.head).__name__ == {"conv": "FrameHead", "gru": "GRUFrameHead"}[head]
     short, long = noise(1.23, 0), noise(4.0, 1)
     np.testing.assert_allclose(predict_proba(model, fe, [short, long], batch_size=2)[0],
                                predict_proba(model, fe, [short], batch_size=1)[0], atol=1e-5)
@@ -290,7 +292,8 @@ def test_frozen_training_learns_from_cached_features_and_reuses_them(tiny_whispe
     assert encoded[-1].hits == 16 and fitted.steps == 3 * 2
 
 
-def test_a_frame_head_learns_which_frames_hold_the_phrase_and_points_at_them():
+@pytest.mark.parametrize("head", ["conv", "gru"])
+def test_a_frame_head_learns_which_frames_hold_the_phrase_and_points_at_them(head):
     from heardet.approaches.finetune.model import FRAME_SECONDS, localise
     from heardet.approaches.finetune.train import head_scores, train_head
 
@@ -309,7 +312,8 @@ def test_a_frame_head_learns_which_frames_hold_the_phrase_and_points_at_them():
         labels.append(int(i % 2 == 0))
         where.append(start)
     labels = np.asarray(labels)
-    model = EncoderClassifier(Encoder(), dropout=0.0, pooling="frames")
+    torch.manual_seed(0)
+    model = EncoderClassifier(Encoder(), dropout=0.0, pooling="frames", frame_head=head)
     config = FinetuneConfig(model="x", epochs=30, batch_size=8, encoder_lr=0.0, head_lr=1e-2, device="cpu")
     train_head(model, states[:30], labels[:30], config, progress=False)
     probs, loss = head_scores(model, states[30:], labels[30:])
@@ -327,11 +331,20 @@ def test_a_saved_frame_model_keeps_its_head_and_a_version_1_directory_loads_as_m
     model, fe = tiny_factory(tiny_whisper)("tiny", 0.2)
     save_classifier(model.with_head("frames", "all"), fe, FinetuneConfig(model="tiny"), 0.5, tmp_path / "frames")
     loaded = load_classifier(tmp_path / "frames").model
-    assert (loaded.pooling, loaded.layers) == ("frames", "all")
+    assert (loaded.pooling, loaded.layers, loaded.frame_head) == ("frames", "all", "conv")
+    gru = model.with_head("frames", "all", "gru").eval()
+    save_classifier(gru, fe, FinetuneConfig(model="tiny", frame_head="gru"), 0.5, tmp_path / "gru")
+    loaded = load_classifier(tmp_path / "gru").model
+    assert (loaded.pooling, loaded.layers, loaded.frame_head) == ("frames", "all", "gru")
+    clip = noise(1.5, 3)
+    np.testing.assert_allclose(predict_proba(loaded, fe, [clip]), predict_proba(gru, fe, [clip]), atol=1e-6)
+    with pytest.raises(ValueError, match="frame_head must be one of"):
+        model.with_head("frames", "all", "lstm")
     save_classifier(model, fe, FinetuneConfig(model="tiny", pooling="mean"), 0.5, tmp_path / "old")
     meta_path = tmp_path / "old" / "encoder_classifier.json"
     meta = json.loads(meta_path.read_text())
     meta.pop("pooling")
+    meta.pop("frame_head")
     meta["format_version"] = 1
     meta_path.write_text(json.dumps(meta))
     loaded = load_classifier(tmp_path / "old").model

@@ -2,10 +2,13 @@
 
 Two heads (``pooling``):
 
-- ``frames`` (default): every encoder frame (20 ms) gets a phrase logit from two 1-D convolutions
-  (``d_model -> 128 -> 1``, kernel 5); the clip's logit is their log-mean-exp over the valid frames,
-  a soft maximum, so a 0.6 s phrase in a 6 s clip is not averaged away. The frames around the
-  peak say where the phrase is (:attr:`ClipScore.phrase_start_s`).
+- ``frames`` (default): every encoder frame (20 ms) gets a phrase logit; the clip's logit is their
+  log-mean-exp over the valid frames, a soft maximum, so a 0.6 s phrase in a 6 s clip is not
+  averaged away. The frames around the peak say where the phrase is (:attr:`ClipScore.phrase_start_s`).
+  ``frame_head`` says what computes the frame logits: ``conv``, two 1-D convolutions
+  (``d_model -> 128 -> 1``, kernel 5; each frame sees 180 ms), or ``gru``, the first convolution,
+  then a bidirectional GRU over the whole clip, so a frame's logit can depend on what was said
+  before and after it: «я слышу» and «не слышу» end in the same word (:class:`GRUFrameHead`).
 - ``mean``: ``mean over the frames that hold audio -> Dropout -> Linear(d_model, 2)``, the
   original competition recipe.
 
@@ -56,12 +59,14 @@ logger = logging.getLogger(__name__)
 N_CLASSES = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "encoder_classifier.json"
-FORMAT_VERSION = 3  # 2 added ``pooling``, 3 ``layers``; version 1 is mean pooling, 1-2 the last layer
+FORMAT_VERSION = 4  # 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``; 1 is mean pooling, 1-2 the last layer, 1-3 conv
 POOLINGS = ("frames", "mean")
+FRAME_HEADS = ("conv", "gru")
 LAYER_CHOICES = ("last", "all")
 FRAME_SECONDS = 0.02  # one encoder output frame (conv2 halves Whisper's 10 ms mel frames)
 FRAME_HIDDEN = 128  # channels of the frame head's first convolution
 FRAME_KERNEL = 5  # frames each convolution sees (100 ms)
+FRAME_GRU = 64  # hidden units of each direction of the GRU frame head
 LOCALISE_SHARE = 0.5  # the phrase spans the frames around the peak whose probability is >= this share of the peak's
 
 
@@ -131,6 +136,39 @@ class FrameHead(nn.Module):
         return self.conv2(x).squeeze(1)
 
 
+class GRUFrameHead(nn.Module):
+    """Per-frame phrase logits with the whole clip as context: ``Conv1d(d_model, 128, 5) -> GELU -> Dropout``,
+    then a bidirectional GRU (64 units each way) over the valid frames; ``Linear`` of the convolution's
+    and the GRU's outputs, side by side, gives each frame's logit.
+
+    The GRU reads packed sequences, so padded frames never reach a valid frame's logit, and it runs
+    in float32 outside any autocast (recurrent kernels do not all take bf16)."""
+
+    def __init__(self, d_model: int, dropout: float = 0.2):
+        super().__init__()
+        self.conv1 = nn.Conv1d(d_model, FRAME_HIDDEN, FRAME_KERNEL, padding=FRAME_KERNEL // 2)
+        self.dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(FRAME_HIDDEN, FRAME_GRU, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(FRAME_HIDDEN + 2 * FRAME_GRU, 1)
+
+    def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``hidden [batch, frames, d_model]`` -> logits ``[batch, frames]``; padded frames see zeros."""
+        mask = valid.unsqueeze(1).to(hidden.dtype)
+        x = self.dropout(nn.functional.gelu(self.conv1(hidden.transpose(1, 2) * mask))) * mask
+        x = x.transpose(1, 2).float()
+        lengths = valid.sum(dim=1).clamp(min=1).cpu()
+        with torch.autocast(x.device.type, enabled=False):
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            context, _ = self.gru(packed)
+            context, _ = nn.utils.rnn.pad_packed_sequence(context, batch_first=True, total_length=x.shape[1])
+            return self.out(self.dropout(torch.cat([x, context], dim=-1))).squeeze(-1)
+
+
+def make_frame_head(kind: str, d_model: int, dropout: float) -> nn.Module:
+    """A fresh frame head of ``kind`` (``conv`` or ``gru``)."""
+    return GRUFrameHead(d_model, dropout) if kind == "gru" else FrameHead(d_model, dropout)
+
+
 def soft_max_pool(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Log-mean-exp of ``logits [batch, frames]`` over the valid frames: between their mean and their max."""
     masked = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
@@ -182,9 +220,11 @@ class EncoderClassifier(nn.Module):
         dropout: dropout probability before the head.
         pooling: ``frames`` or ``mean`` (see the module docstring).
         layers: ``last`` or ``all`` (a learned mix of every layer's output; see the module docstring).
+        frame_head: ``conv`` or ``gru``, what scores the frames (``pooling="frames"``; see the module docstring).
     """
 
-    def __init__(self, encoder: nn.Module, dropout: float = 0.2, pooling: str = "mean", layers: str = "last"):
+    def __init__(self, encoder: nn.Module, dropout: float = 0.2, pooling: str = "mean", layers: str = "last",
+                 frame_head: str = "conv"):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -192,12 +232,16 @@ class EncoderClassifier(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if layers not in LAYER_CHOICES:
             raise ValueError(f"layers must be one of {LAYER_CHOICES}, got {layers!r}")
+        if frame_head not in FRAME_HEADS:
+            raise ValueError(f"frame_head must be one of {FRAME_HEADS}, got {frame_head!r}")
         self.encoder = encoder
         self.pooling = pooling
         self.layers = layers
+        self.frame_head = frame_head
         self.dropout = nn.Dropout(dropout)
         d_model = encoder.config.d_model
-        self.head = FrameHead(d_model, dropout) if pooling == "frames" else nn.Linear(d_model, N_CLASSES)
+        self.head = make_frame_head(frame_head, d_model, dropout) if pooling == "frames" else \
+            nn.Linear(d_model, N_CLASSES)
         self.mix = LayerMix(len(encoder.layers), d_model) if layers == "all" else None
         self.channel_dropout = ChannelDropout()  # training sets its ``p`` (FinetuneConfig.feature_dropout)
 
@@ -219,11 +263,11 @@ class EncoderClassifier(nn.Module):
         """
         return cls(_whisper_model(name_or_bundle, device).model.encoder, dropout, pooling)
 
-    def with_head(self, pooling: str, layers: str = "last") -> EncoderClassifier:
+    def with_head(self, pooling: str, layers: str = "last", frame_head: str = "conv") -> EncoderClassifier:
         """This encoder with a fresh head of ``pooling`` on ``layers`` (itself when it already has that head)."""
-        if (pooling, layers) == (self.pooling, self.layers):
+        if (pooling, layers, frame_head) == (self.pooling, self.layers, self.frame_head):
             return self
-        return EncoderClassifier(self.encoder, self.dropout.p, pooling, layers).to(self.device)
+        return EncoderClassifier(self.encoder, self.dropout.p, pooling, layers, frame_head).to(self.device)
 
     @property
     def max_frames(self) -> int:
@@ -535,6 +579,7 @@ def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureE
         "dropout": float(model.dropout.p),
         "pooling": model.pooling,
         "layers": model.layers,
+        "frame_head": model.frame_head,
         "n_classes": N_CLASSES,
         "threshold": float(threshold),
         "max_seconds": float(max_seconds),
@@ -570,7 +615,8 @@ def load_classifier(directory: str | Path, device: str = "cpu") -> LoadedClassif
         raise ValueError(f"{root / META_FILE}: format_version {meta.get('format_version')!r}, "
                          f"this heardet reads 1 to {FORMAT_VERSION}")
     encoder = WhisperEncoder(WhisperConfig.from_dict(meta["encoder_config"]))
-    model = EncoderClassifier(encoder, meta["dropout"], meta.get("pooling", "mean"), meta.get("layers", "last"))
+    model = EncoderClassifier(encoder, meta["dropout"], meta.get("pooling", "mean"), meta.get("layers", "last"),
+                              meta.get("frame_head", "conv"))
     model.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
     model.to(torch_device(device)).eval()
     feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root))

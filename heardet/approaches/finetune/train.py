@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from heardet.approaches.finetune.features import FeatureCache, crop_start, encode_clips, fixed_crop, pad_states
 from heardet.approaches.finetune.model import (
+    FRAME_HEADS,
     LAYER_CHOICES,
     POOLINGS,
     EncoderClassifier,
@@ -104,6 +105,9 @@ class FinetuneConfig:
             (masked mean pooling and a linear head, the original recipe).
         layers: ``all`` (a learned softmax-weighted mix of every encoder layer's output) or
             ``last`` (the final layer's, the original recipe).
+        frame_head: what scores the frames (``pooling="frames"``): ``conv``, two convolutions that see
+            180 ms, or ``gru``, a bidirectional GRU over the whole clip after the first convolution
+            (:class:`~heardet.approaches.finetune.model.GRUFrameHead`).
         top_layers: stage (b): after the head has trained on cached states (stage (a)), the
             encoder's top ``top_layers`` layers train too, at ``encoder_lr``, for ``top_epochs``
             epochs, run from the cached output of the layer beneath (0 = stage (a) only).
@@ -148,6 +152,8 @@ class FinetuneConfig:
                            "frames: per-frame scores, soft maximum, phrase times; mean: the original recipe")
     layers: str = setting("all", " or ".join(repr(c) for c in LAYER_CHOICES), one_of(*LAYER_CHOICES),
                           "all: a learned mix of every encoder layer's output; last: the final layer's (the recipe)")
+    frame_head: str = setting("conv", " or ".join(repr(h) for h in FRAME_HEADS), one_of(*FRAME_HEADS),
+                              "pooling=frames: conv, two convolutions (180 ms); gru, a bidirectional GRU over the clip")
     top_layers: int = setting(0, "an integer >= 0", is_int(0),
                               "Stage (b): then train the encoder's top N layers at encoder_lr on cached states (0 = none).")
     top_epochs: int = setting(3, "an integer >= 1", is_int(1), "Epochs of stage (b) (top_layers > 0).")
@@ -498,7 +504,7 @@ def _base_model(config: FinetuneConfig,
     factory = encoder_factory or load_pretrained
     torch.manual_seed(config.seed)  # the head's initial weights
     model, feature_extractor = factory(config.model, config.dropout)
-    model = model.with_head(config.pooling, config.layers)
+    model = model.with_head(config.pooling, config.layers, config.frame_head)
     model.channel_dropout.p = config.feature_dropout
     if config.max_seconds * 100 > model.max_frames:
         raise ValueError(f"FinetuneConfig.max_seconds={config.max_seconds!r} is invalid for {config.model!r}; "
