@@ -72,8 +72,8 @@ PROFILES = {
                      max_seconds=8.0, finetune_epochs=30, finetune_batch=16, pooling="frames", layers="all",
                      frame_head="conv", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.0,
                      tune_start=FROZEN_START, loeo=False, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
-    # The best model this machine trains (77 minutes end to end on 2 CPU cores, its fine-tune 28 of
-    # them; benchmarks/README.md): the quick recipe (stage (a) only) on 2000
+    # The best model this machine trains (with the conv head, 77 minutes end to end on 2 CPU cores,
+    # its fine-tune 28 of them; benchmarks/README.md): the quick recipe (stage (a) only) on 2000
     # train clips, scored on a 1000-clip held-out test split; 3 folds, 4 tune trials (head lr and
     # dropout) on 1000 of the clips, leave-one-engine-out; approaches 1 and 2 on 1000 train clips.
     # Stage (b) is left out here too: on a quick demo's data it scored lower on test than stage (a)
@@ -81,6 +81,9 @@ PROFILES = {
     # pooling, last layer, 1 epoch) is the finetune entry point's defaults with pooling=mean
     # layers=last, and a row of benchmarks/quality.py. Feature dropout 0.3 raised held-out test F1
     # for each of three seeds (benchmarks/quality.md); the quick profile keeps 0, not measured at its size.
+    # The GRU frame head: on this profile's data the fine-tune scored 0.975 on test against the conv
+    # head's 0.949, in 57 minutes instead of 28 (benchmarks/README.md), so the job as a whole takes
+    # about two hours (estimated from its stages); the quick profile keeps conv and its 17 minutes.
     "full": Profile("full", n_train=2000, n_test=1000, transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=3, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=30, finetune_batch=16, pooling="frames", layers="all",
