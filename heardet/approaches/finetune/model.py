@@ -119,24 +119,34 @@ class LoadedClassifier:
                              self.threshold, progress=progress, phrase_offsets=tuple(offsets) if offsets else None)
 
 
-class FrameHead(nn.Module):
-    """Per-frame phrase logits: ``Conv1d(d_model, 128, 5) -> GELU -> Dropout -> Conv1d(128, 1, 5)``."""
+class _FirstConv(nn.Module):
+    """What both frame heads start with: ``Conv1d(d_model, 128, 5) -> GELU -> Dropout``, zero past each clip's end."""
 
     def __init__(self, d_model: int, dropout: float = 0.2):
         super().__init__()
         self.conv1 = nn.Conv1d(d_model, FRAME_HIDDEN, FRAME_KERNEL, padding=FRAME_KERNEL // 2)
         self.dropout = nn.Dropout(dropout)
+
+    def first(self, hidden: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``hidden [batch, frames, d_model]`` -> ``[batch, 128, frames]`` and the mask ``[batch, 1, frames]``."""
+        mask = valid.unsqueeze(1).to(hidden.dtype)  # each conv sees zeros past the end, as in its own padding
+        x = self.conv1(hidden.transpose(1, 2) * mask)
+        return self.dropout(nn.functional.gelu(x)) * mask, mask
+
+
+class FrameHead(_FirstConv):
+    """Per-frame phrase logits: ``Conv1d(d_model, 128, 5) -> GELU -> Dropout -> Conv1d(128, 1, 5)``."""
+
+    def __init__(self, d_model: int, dropout: float = 0.2):
+        super().__init__(d_model, dropout)
         self.conv2 = nn.Conv1d(FRAME_HIDDEN, 1, FRAME_KERNEL, padding=FRAME_KERNEL // 2)
 
     def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``hidden [batch, frames, d_model]`` -> logits ``[batch, frames]``; padded frames see zeros."""
-        mask = valid.unsqueeze(1).to(hidden.dtype)  # each conv sees zeros past the end, as in its own padding
-        x = self.conv1(hidden.transpose(1, 2) * mask)
-        x = self.dropout(nn.functional.gelu(x)) * mask
-        return self.conv2(x).squeeze(1)
+        return self.conv2(self.first(hidden, valid)[0]).squeeze(1)
 
 
-class GRUFrameHead(nn.Module):
+class GRUFrameHead(_FirstConv):
     """Per-frame phrase logits with the whole clip as context: ``Conv1d(d_model, 128, 5) -> GELU -> Dropout``,
     then a bidirectional GRU (64 units each way) over the valid frames; ``Linear`` of the convolution's
     and the GRU's outputs, side by side, gives each frame's logit.
@@ -145,17 +155,13 @@ class GRUFrameHead(nn.Module):
     in float32 outside any autocast (recurrent kernels do not all take bf16)."""
 
     def __init__(self, d_model: int, dropout: float = 0.2):
-        super().__init__()
-        self.conv1 = nn.Conv1d(d_model, FRAME_HIDDEN, FRAME_KERNEL, padding=FRAME_KERNEL // 2)
-        self.dropout = nn.Dropout(dropout)
+        super().__init__(d_model, dropout)
         self.gru = nn.GRU(FRAME_HIDDEN, FRAME_GRU, batch_first=True, bidirectional=True)
         self.out = nn.Linear(FRAME_HIDDEN + 2 * FRAME_GRU, 1)
 
     def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``hidden [batch, frames, d_model]`` -> logits ``[batch, frames]``; padded frames see zeros."""
-        mask = valid.unsqueeze(1).to(hidden.dtype)
-        x = self.dropout(nn.functional.gelu(self.conv1(hidden.transpose(1, 2) * mask))) * mask
-        x = x.transpose(1, 2).float()
+        x = self.first(hidden, valid)[0].transpose(1, 2).float()
         lengths = valid.sum(dim=1).clamp(min=1).cpu()
         with torch.autocast(x.device.type, enabled=False):
             packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
