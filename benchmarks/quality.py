@@ -4,9 +4,9 @@ Rows: approach 1 (the rule on whisper-base transcripts), approach 2 (CatBoost on
 folds), approach 3 in several recipes (``RECIPES``: the original competition recipe, whole encoder,
 mean pooling, last layer, 1 epoch; the frozen encoder with the conv frame head on the last layer
 and on a learned mix of every layer, stage a; stage a with feature dropout, with the GRU frame head,
-and the main job's recipe, ``main``; stage a followed by stage b on the encoder's top layer or top
+and the full profile's recipe, ``full``; stage a followed by stage b on the encoder's top layer or top
 two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
-members' out-of-fold scores, with ``main`` as the fine-tune member, applied to their test scores).
+members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
 ``--only`` picks fine-tune rows.
 
 Columns: CV macro F1 (folds grouped by voice where the manifest names voices), macro F1 on the
@@ -70,7 +70,7 @@ RECIPES = {  # --only key: (row name, recipe)
     "afg": ("3 stage a with feature dropout 0.3 and the GRU frame head (whole-clip context)",
             FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames",
                            layers="all", max_seconds=8.0, feature_dropout=0.3, frame_head="gru")),
-    "main": ("3 the main job's recipe (quick and full profiles): stage a, feature dropout 0.3, GRU frame head, 20 epochs",
+    "full": ("3 the full profile's recipe: stage a, feature dropout 0.3, GRU frame head, 20 epochs",
              FinetuneConfig(n_folds=2, epochs=20, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames",
                             layers="all", max_seconds=8.0, feature_dropout=0.3, frame_head="gru")),
     "b2": ("3 stage a, then the top 2 layers trained on cached states (stage b: 3 epochs at 3e-5)",
@@ -80,7 +80,7 @@ RECIPES = {  # --only key: (row name, recipe)
            FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=3e-5, head_lr=1e-3, pooling="frames",
                           layers="all", max_seconds=8.0, top_layers=1, top_epochs=3)),
 }
-ENSEMBLE_MEMBER = "main"  # the fine-tune the main job registers, beside the rule and CatBoost
+ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 
 def near_miss_rate(clips, predicted: np.ndarray) -> float | None:
