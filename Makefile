@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q -e '.[offline,test,team]'
 	@touch $(STAMP)
 
-# The main job: every approach end to end (PROFILE=quick ~17 min on 2 cores; PROFILE=full ~1.5 h).
+# The main job: every approach end to end (PROFILE=quick ~17 min on 2 cores; PROFILE=full ~1.5 h from cold caches).
 # Its runs land in the experiment heardet-demo of ./mlflow.db (the stages as child runs).
 demo: setup
 	$(RUN_ENV) $(VENV)/bin/mlflow run . -e main --experiment-name heardet-demo -P profile=$(PROFILE) -P data=$(DATA) \

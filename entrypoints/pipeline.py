@@ -85,7 +85,8 @@ PROFILES = {
     # layers=last, and a row of benchmarks/quality.py. Feature dropout 0.3 raised held-out test F1
     # for each of three seeds (benchmarks/quality.md). The GRU frame head: on this profile's data the
     # fine-tune (30 epochs) scored 0.975 on test against the conv head's 0.949, in 57 minutes instead
-    # of 28 (benchmarks/README.md); 20 epochs take two thirds of that.
+    # of 28; with 20 epochs it took 41 minutes and scored 0.987, flagging 1 of 251 near misses, and
+    # the whole job 68 minutes with warm caches, about 95 cold (benchmarks/README.md).
     "full": Profile("full", n_train=2000, n_test=1000, transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=3, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=20, finetune_batch=16, pooling="frames", layers="all",
