@@ -70,9 +70,6 @@ RECIPES = {  # --only key: (row name, recipe)
     "afg": ("3 stage a with feature dropout 0.3 and the GRU frame head (whole-clip context)",
             FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames",
                            layers="all", max_seconds=8.0, feature_dropout=0.3, frame_head="gru")),
-    "full": ("3 the full profile's recipe: stage a, feature dropout 0.3, GRU frame head, 20 epochs",
-             FinetuneConfig(n_folds=2, epochs=20, batch_size=16, encoder_lr=0.0, head_lr=1e-3, pooling="frames",
-                            layers="all", max_seconds=8.0, feature_dropout=0.3, frame_head="gru")),
     "b2": ("3 stage a, then the top 2 layers trained on cached states (stage b: 3 epochs at 3e-5)",
            FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=3e-5, head_lr=1e-3, pooling="frames",
                           layers="all", max_seconds=8.0, top_layers=2, top_epochs=3)),
@@ -80,6 +77,8 @@ RECIPES = {  # --only key: (row name, recipe)
            FinetuneConfig(n_folds=2, epochs=30, batch_size=16, encoder_lr=3e-5, head_lr=1e-3, pooling="frames",
                           layers="all", max_seconds=8.0, top_layers=1, top_epochs=3)),
 }
+RECIPES["full"] = ("3 the full profile's recipe: the afg row with 20 epochs",
+                   dataclasses.replace(RECIPES["afg"][1], epochs=20))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 

@@ -127,11 +127,11 @@ class _FirstConv(nn.Module):
         self.conv1 = nn.Conv1d(d_model, FRAME_HIDDEN, FRAME_KERNEL, padding=FRAME_KERNEL // 2)
         self.dropout = nn.Dropout(dropout)
 
-    def first(self, hidden: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``hidden [batch, frames, d_model]`` -> ``[batch, 128, frames]`` and the mask ``[batch, 1, frames]``."""
+    def first(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``hidden [batch, frames, d_model]`` -> ``[batch, 128, frames]``, zero past each clip's end."""
         mask = valid.unsqueeze(1).to(hidden.dtype)  # each conv sees zeros past the end, as in its own padding
         x = self.conv1(hidden.transpose(1, 2) * mask)
-        return self.dropout(nn.functional.gelu(x)) * mask, mask
+        return self.dropout(nn.functional.gelu(x)) * mask
 
 
 class FrameHead(_FirstConv):
@@ -143,7 +143,7 @@ class FrameHead(_FirstConv):
 
     def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``hidden [batch, frames, d_model]`` -> logits ``[batch, frames]``; padded frames see zeros."""
-        return self.conv2(self.first(hidden, valid)[0]).squeeze(1)
+        return self.conv2(self.first(hidden, valid)).squeeze(1)
 
 
 class GRUFrameHead(_FirstConv):
@@ -161,7 +161,7 @@ class GRUFrameHead(_FirstConv):
 
     def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``hidden [batch, frames, d_model]`` -> logits ``[batch, frames]``; padded frames see zeros."""
-        x = self.first(hidden, valid)[0].transpose(1, 2).float()
+        x = self.first(hidden, valid).transpose(1, 2).float()
         lengths = valid.sum(dim=1).clamp(min=1).cpu()
         with torch.autocast(x.device.type, enabled=False):
             packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
