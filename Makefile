@@ -37,8 +37,11 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel
 
+# A failed install shows the free space: a full disk otherwise surfaces as pip's bare OSError.
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q -e '.[offline,test,team]'
+	$(PIP) install -q -e '.[offline,test,team]' || { rc=$$?; \
+	  echo "make setup: pip install failed (exit $$rc); free space where the venv lives:" >&2; df -h $(VENV) >&2; \
+	  echo "the wheels (torch and its dependencies) need a few GiB free" >&2; exit $$rc; }
 	@touch $(STAMP)
 
 # The main job: every approach end to end (PROFILE=quick ~17 min on 2 cores; PROFILE=full ~1.5 h from cold caches).

@@ -4,7 +4,8 @@ Rows: approach 1 (the rule on whisper-base transcripts), approach 2 (CatBoost on
 folds), approach 3 in several recipes (``RECIPES``: the original competition recipe, whole encoder,
 mean pooling, last layer, 1 epoch; the frozen encoder with the conv frame head on the last layer
 and on a learned mix of every layer, stage a; stage a with feature dropout, with the GRU frame head,
-and the full profile's recipe, ``full``; stage a followed by stage b on the encoder's top layer or top
+and the full profile's recipe, ``full``; ``afd`` and ``full`` with each clip's mean state subtracted
+(``center``), ``afdc`` and ``fullc``; stage a followed by stage b on the encoder's top layer or top
 two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
 ``--only`` picks fine-tune rows.
@@ -79,6 +80,10 @@ RECIPES = {  # --only key: (row name, recipe)
 }
 RECIPES["full"] = ("3 the full profile's recipe: the afg row with 20 epochs",
                    dataclasses.replace(RECIPES["afg"][1], epochs=20))
+RECIPES["afdc"] = ("3 the afd row, each clip's mean encoder state subtracted from its frames (center)",
+                   dataclasses.replace(RECIPES["afd"][1], center=True))
+RECIPES["fullc"] = ("3 the full row, each clip's mean encoder state subtracted from its frames (center)",
+                    dataclasses.replace(RECIPES["full"][1], center=True))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 

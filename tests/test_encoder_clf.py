@@ -292,8 +292,8 @@ def test_frozen_training_learns_from_cached_features_and_reuses_them(tiny_whispe
     assert encoded[-1].hits == 16 and fitted.steps == 3 * 2
 
 
-@pytest.mark.parametrize("head", ["conv", "gru"])
-def test_a_frame_head_learns_which_frames_hold_the_phrase_and_points_at_them(head):
+@pytest.mark.parametrize("head,center", [("conv", False), ("gru", False), ("gru", True)])
+def test_a_frame_head_learns_which_frames_hold_the_phrase_and_points_at_them(head, center):
     from heardet.approaches.finetune.model import FRAME_SECONDS, localise
     from heardet.approaches.finetune.train import head_scores, train_head
 
@@ -313,7 +313,7 @@ def test_a_frame_head_learns_which_frames_hold_the_phrase_and_points_at_them(hea
         where.append(start)
     labels = np.asarray(labels)
     torch.manual_seed(0)
-    model = EncoderClassifier(Encoder(), dropout=0.0, pooling="frames", frame_head=head)
+    model = EncoderClassifier(Encoder(), dropout=0.0, pooling="frames", frame_head=head, center=center)
     config = FinetuneConfig(model="x", epochs=30, batch_size=8, encoder_lr=0.0, head_lr=1e-2, device="cpu")
     train_head(model, states[:30], labels[:30], config, progress=False)
     probs, loss = head_scores(model, states[30:], labels[30:])
@@ -332,10 +332,11 @@ def test_a_saved_frame_model_keeps_its_head_and_a_version_1_directory_loads_as_m
     save_classifier(model.with_head("frames", "all"), fe, FinetuneConfig(model="tiny"), 0.5, tmp_path / "frames")
     loaded = load_classifier(tmp_path / "frames").model
     assert (loaded.pooling, loaded.layers, loaded.frame_head) == ("frames", "all", "conv")
-    gru = model.with_head("frames", "all", "gru").eval()
-    save_classifier(gru, fe, FinetuneConfig(model="tiny", frame_head="gru"), 0.5, tmp_path / "gru")
+    assert not loaded.center
+    gru = model.with_head("frames", "all", "gru", center=True).eval()
+    save_classifier(gru, fe, FinetuneConfig(model="tiny", frame_head="gru", center=True), 0.5, tmp_path / "gru")
     loaded = load_classifier(tmp_path / "gru").model
-    assert (loaded.pooling, loaded.layers, loaded.frame_head) == ("frames", "all", "gru")
+    assert (loaded.pooling, loaded.layers, loaded.frame_head, loaded.center) == ("frames", "all", "gru", True)
     clip = noise(1.5, 3)
     np.testing.assert_allclose(predict_proba(loaded, fe, [clip]), predict_proba(gru, fe, [clip]), atol=1e-6)
     with pytest.raises(ValueError, match="frame_head must be one of"):
@@ -348,7 +349,33 @@ def test_a_saved_frame_model_keeps_its_head_and_a_version_1_directory_loads_as_m
     meta["format_version"] = 1
     meta_path.write_text(json.dumps(meta))
     loaded = load_classifier(tmp_path / "old").model
-    assert (loaded.pooling, loaded.layers) == ("mean", "last")
+    assert (loaded.pooling, loaded.layers, loaded.center) == ("mean", "last", False)
+
+
+@pytest.mark.parametrize("head", ["conv", "gru"])
+def test_a_centred_head_ignores_what_is_constant_across_a_clip_and_padding(head):
+    class Encoder(torch.nn.Module):  # the head never calls the encoder: only its width matters
+        config = type("Config", (), {"d_model": 16})
+
+    rng = np.random.default_rng(1)
+    clips = [rng.normal(size=(n, 16)).astype(np.float32) for n in (30, 45)]
+    offset = 3 * rng.normal(size=16).astype(np.float32)  # a voice's or an engine's constant colour
+    torch.manual_seed(0)
+    centred = EncoderClassifier(Encoder(), dropout=0.0, pooling="frames", frame_head=head, center=True).eval()
+    plain = EncoderClassifier(Encoder(), dropout=0.0, pooling="frames", frame_head=head).eval()
+    plain.load_state_dict(centred.state_dict())
+    with torch.no_grad():
+        scores = centred.classify(*pad_states(clips))[0][:, 1]
+        shifted = centred.classify(*pad_states([c + offset for c in clips]))[0][:, 1]
+        alone = centred.classify(*pad_states(clips[:1]))[0][:, 1]  # no padding
+        torch.testing.assert_close(shifted, scores, atol=1e-4, rtol=0)
+        torch.testing.assert_close(alone, scores[:1], atol=1e-5, rtol=0)
+        moved = plain.classify(*pad_states([c + offset for c in clips]))[0][:, 1]
+        assert (moved - plain.classify(*pad_states(clips))[0][:, 1]).abs().max() > 1e-2, "uncentred: the shift counts"
+    with pytest.raises(ValueError, match="center=True needs pooling='frames'"):
+        EncoderClassifier(Encoder(), pooling="mean", center=True)
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.center=True is invalid"):
+        FinetuneConfig(pooling="mean", center=True)
 
 
 def test_phrase_offsets_place_the_phrase_around_the_peak_within_the_window():

@@ -17,6 +17,11 @@ recipe), or ``all``, a learned softmax-weighted sum of every layer's output, lay
 The final layer is shaped for Whisper's decoder; the middle layers keep more of the sound, and
 the mix lets the head pick (``benchmarks/quality.py`` measures both).
 
+``center``: subtract each clip's mean state (over its valid frames, after the layer mix) from
+every frame before the head. What is constant across a clip (the voice, the speech engine, the
+channel) then drops out and the head sees how each frame differs from the rest of its clip, as
+cepstral mean normalisation does for MFCCs. Long audio is centred per window.
+
 Stock Whisper pads every input to 30 s (3000 mel frames); here a batch is padded only to its
 longest clip, which makes a 5 s clip several times cheaper (`benchmarks/finetune_speed.py`). The stock
 ``WhisperEncoder.forward`` refuses such input, so :meth:`EncoderClassifier.encode` runs the
@@ -59,7 +64,8 @@ logger = logging.getLogger(__name__)
 N_CLASSES = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "encoder_classifier.json"
-FORMAT_VERSION = 4  # 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``; 1 is mean pooling, 1-2 the last layer, 1-3 conv
+FORMAT_VERSION = 5  # 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``; 1 is mean pooling,
+# 1-2 the last layer, 1-3 conv, 1-4 uncentred
 POOLINGS = ("frames", "mean")
 FRAME_HEADS = ("conv", "gru")
 LAYER_CHOICES = ("last", "all")
@@ -227,10 +233,11 @@ class EncoderClassifier(nn.Module):
         pooling: ``frames`` or ``mean`` (see the module docstring).
         layers: ``last`` or ``all`` (a learned mix of every layer's output; see the module docstring).
         frame_head: ``conv`` or ``gru``, what scores the frames (``pooling="frames"``; see the module docstring).
+        center: subtract each clip's mean state from its frames before the head (see the module docstring).
     """
 
     def __init__(self, encoder: nn.Module, dropout: float = 0.2, pooling: str = "mean", layers: str = "last",
-                 frame_head: str = "conv"):
+                 frame_head: str = "conv", center: bool = False):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -240,10 +247,13 @@ class EncoderClassifier(nn.Module):
             raise ValueError(f"layers must be one of {LAYER_CHOICES}, got {layers!r}")
         if frame_head not in FRAME_HEADS:
             raise ValueError(f"frame_head must be one of {FRAME_HEADS}, got {frame_head!r}")
+        if center and pooling == "mean":
+            raise ValueError("center=True needs pooling='frames': a centred clip's mean is zero")
         self.encoder = encoder
         self.pooling = pooling
         self.layers = layers
         self.frame_head = frame_head
+        self.center = bool(center)
         self.dropout = nn.Dropout(dropout)
         d_model = encoder.config.d_model
         self.head = make_frame_head(frame_head, d_model, dropout) if pooling == "frames" else \
@@ -269,11 +279,12 @@ class EncoderClassifier(nn.Module):
         """
         return cls(_whisper_model(name_or_bundle, device).model.encoder, dropout, pooling)
 
-    def with_head(self, pooling: str, layers: str = "last", frame_head: str = "conv") -> EncoderClassifier:
+    def with_head(self, pooling: str, layers: str = "last", frame_head: str = "conv",
+                  center: bool = False) -> EncoderClassifier:
         """This encoder with a fresh head of ``pooling`` on ``layers`` (itself when it already has that head)."""
-        if (pooling, layers, frame_head) == (self.pooling, self.layers, self.frame_head):
+        if (pooling, layers, frame_head, bool(center)) == (self.pooling, self.layers, self.frame_head, self.center):
             return self
-        return EncoderClassifier(self.encoder, self.dropout.p, pooling, layers, frame_head).to(self.device)
+        return EncoderClassifier(self.encoder, self.dropout.p, pooling, layers, frame_head, center).to(self.device)
 
     @property
     def max_frames(self) -> int:
@@ -355,6 +366,8 @@ class EncoderClassifier(nn.Module):
         frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too."""
         if self.mix is not None:
             hidden = self.mix(hidden)
+        if self.center:
+            hidden = (hidden - masked_mean(hidden, valid).unsqueeze(1)) * valid.unsqueeze(-1).to(hidden.dtype)
         hidden = self.channel_dropout(hidden)
         if self.pooling == "mean":
             return self.head(self.dropout(masked_mean(hidden, valid))), None
@@ -586,6 +599,7 @@ def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureE
         "pooling": model.pooling,
         "layers": model.layers,
         "frame_head": model.frame_head,
+        "center": model.center,
         "n_classes": N_CLASSES,
         "threshold": float(threshold),
         "max_seconds": float(max_seconds),
@@ -622,7 +636,7 @@ def load_classifier(directory: str | Path, device: str = "cpu") -> LoadedClassif
                          f"this heardet reads 1 to {FORMAT_VERSION}")
     encoder = WhisperEncoder(WhisperConfig.from_dict(meta["encoder_config"]))
     model = EncoderClassifier(encoder, meta["dropout"], meta.get("pooling", "mean"), meta.get("layers", "last"),
-                              meta.get("frame_head", "conv"))
+                              meta.get("frame_head", "conv"), bool(meta.get("center", False)))
     model.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
     model.to(torch_device(device)).eval()
     feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root))

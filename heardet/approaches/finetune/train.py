@@ -108,6 +108,9 @@ class FinetuneConfig:
         frame_head: what scores the frames (``pooling="frames"``): ``conv``, two convolutions that see
             180 ms, or ``gru``, a bidirectional GRU over the whole clip after the first convolution
             (:class:`~heardet.approaches.finetune.model.GRUFrameHead`).
+        center: subtract each clip's mean encoder state (after the layer mix) from its frames before the
+            head, so what is constant across a clip (voice, speech engine, channel) drops out
+            (:class:`~heardet.approaches.finetune.model.EncoderClassifier`).
         top_layers: stage (b): after the head has trained on cached states (stage (a)), the
             encoder's top ``top_layers`` layers train too, at ``encoder_lr``, for ``top_epochs``
             epochs, run from the cached output of the layer beneath (0 = stage (a) only).
@@ -154,6 +157,8 @@ class FinetuneConfig:
                           "all: a learned mix of every encoder layer's output; last: the final layer's (the recipe)")
     frame_head: str = setting("conv", " or ".join(repr(h) for h in FRAME_HEADS), one_of(*FRAME_HEADS),
                               "pooling=frames: conv, two convolutions (180 ms); gru, a bidirectional GRU over the clip")
+    center: bool = setting(False, "True or False", is_bool,
+                           "Subtract each clip's mean encoder state from its frames before the head.")
     top_layers: int = setting(0, "an integer >= 0", is_int(0),
                               "Stage (b): then train the encoder's top N layers at encoder_lr on cached states (0 = none).")
     top_epochs: int = setting(3, "an integer >= 1", is_int(1), "Epochs of stage (b) (top_layers > 0).")
@@ -181,7 +186,9 @@ class FinetuneConfig:
         validate(self, {"top_layers": (
             self.top_layers == 0 or (self.layers == "all" and self.encoder_lr > 0 and not self.augment),
             "0, or with layers='all', encoder_lr > 0 and augment=False (stage (b) trains the top layers at "
-            "encoder_lr from every layer's cached output)")})
+            "encoder_lr from every layer's cached output)"),
+            "center": (not self.center or self.pooling == "frames",
+                       "False with pooling='mean' (a centred clip's mean is zero: nothing would be left to classify)")})
 
     def torch_device(self) -> torch.device:
         """The device to train on (see :func:`heardet.devices.torch_device`)."""
@@ -504,7 +511,7 @@ def _base_model(config: FinetuneConfig,
     factory = encoder_factory or load_pretrained
     torch.manual_seed(config.seed)  # the head's initial weights
     model, feature_extractor = factory(config.model, config.dropout)
-    model = model.with_head(config.pooling, config.layers, config.frame_head)
+    model = model.with_head(config.pooling, config.layers, config.frame_head, config.center)
     model.channel_dropout.p = config.feature_dropout
     if config.max_seconds * 100 > model.max_frames:
         raise ValueError(f"FinetuneConfig.max_seconds={config.max_seconds!r} is invalid for {config.model!r}; "
