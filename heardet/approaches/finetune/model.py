@@ -366,8 +366,8 @@ class EncoderClassifier(nn.Module):
         frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too."""
         if self.mix is not None:
             hidden = self.mix(hidden)
-        if self.center:
-            hidden = (hidden - masked_mean(hidden, valid).unsqueeze(1)) * valid.unsqueeze(-1).to(hidden.dtype)
+        if self.center:  # padded frames need no zeroing: the frame heads mask their input (``_FirstConv.first``)
+            hidden = hidden - masked_mean(hidden, valid).unsqueeze(1)
         hidden = self.channel_dropout(hidden)
         if self.pooling == "mean":
             return self.head(self.dropout(masked_mean(hidden, valid))), None
