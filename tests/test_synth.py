@@ -126,6 +126,34 @@ def test_a_phrase_said_twice_gets_two_bounds_each_around_speech(tmp_path):
         assert np.abs(audio[int(start * 16000) : int(end * 16000)]).max() > 5 * np.abs(gap).max() + 1e-3
 
 
+@needs_tts
+def test_festival_cuts_a_middle_out_of_its_sentence_at_its_word_times(tmp_path):
+    context, phrase = "алло, не слышу, не слышу вас, повторите", "не слышу"
+    voices.festival_batch([phrase, context], tmp_path)
+    found = voices.festival_words(tmp_path, context)
+    assert [w for w, _, _ in found] == ["алло", "не", "слышу", "не", "слышу", "вас", "повторите"]
+    assert all(a <= b for _, a, b in found) and [b for _, _, b in found] == sorted(b for _, _, b in found)
+    alone = voices.say(voices.Voice("festival", voices.FESTIVAL_BASE, 1.0, 1.0, 0), phrase, 1.0, tmp_path)
+    first, second = (voices.say_in_context(phrase, context, k, 1.0, tmp_path) for k in (0, 1))
+    whole = voices.read_wav(voices.festival_path(tmp_path, context), "festival")
+    for cut in (first, second):  # the phrase's own span of the sentence, not the phrase said alone
+        assert 0.3 * 16000 < len(cut) < len(whole) / 2
+        assert len(cut) != len(alone) or not np.allclose(cut, alone)
+    assert voices.say_in_context(phrase, context, 2, 1.0, tmp_path) is None, "there is no third occurrence"
+    assert voices.say_in_context("не слышно", context, 0, 1.0, tmp_path) is None
+    fast = voices.say_in_context(phrase, context, 0, 1.3, tmp_path)
+    assert abs(len(fast) - len(first) / 1.3) < 0.05 * len(first)
+
+
+@needs_tts
+def test_festival_middles_in_a_dataset_are_cut_from_their_sentences(made):
+    rows = rows_of(made[0])
+    assert {r["engine"] for r in rows} == {"festival", "espeak-ng"}
+    for r in rows:
+        middles = [s for s in r["segments"] if s["role"] == "middle"]
+        assert [s.get("in_context", False) for s in middles] == [r["engine"] == "festival"] * len(middles), r
+
+
 def test_planned_positives_and_negatives_share_carriers_voices_and_pauses():
     config = SynthConfig(n_train=400, n_test=0)
     near = near_misses(config.phrase, config.hard_negatives)

@@ -12,7 +12,7 @@ from heardet.augment import AugmentConfig
 from heardet.config import FRACTION, is_int, setting, setting_of, validate
 from heardet.synth.text import count, words
 
-GENERATOR_VERSION = 2  # bump when a change to heardet.synth changes the clips a config makes
+GENERATOR_VERSION = 3  # bump when a change to heardet.synth changes the clips a config makes
 
 
 def _is_phrase(value: Any) -> bool:

@@ -2,8 +2,10 @@
 
 Every clip is built the same way whatever its label: its segments (carrier words, hesitations and the
 *middle*, once or twice) are voiced separately in one base voice, trimmed of silence and spliced with
-random pauses; the whole utterance is then reshaped into the clip's speaker (:func:`voices.reshape`)
-and augmented (:mod:`heardet.augment`). The middle is the phrase (positives), a near miss such as
+random pauses (festival says each middle within the clip's whole text, and it is cut out at festival's
+word times, :func:`voices.say_in_context`, so that its units vary with the sentence); the whole
+utterance is then reshaped into the clip's speaker (:func:`voices.reshape`) and augmented
+(:mod:`heardet.augment`). The middle is the phrase (positives), a near miss such as
 «не слышно» (hard negatives) or ordinary speech, so only its words tell the classes apart; the phrase
 bounds are the middle segments' extents. The words come from :mod:`heardet.synth.text`, every choice
 from :func:`heardet.synth.plan.plan_clip`; this module voices, splices, augments and records them.
@@ -38,7 +40,16 @@ from heardet.files import atomic_write_text
 from heardet.synth.config import GENERATOR_VERSION, SynthConfig, SynthReport
 from heardet.synth.plan import SPLITS, ClipPlan, plan_clip
 from heardet.synth.text import ORDINARY, near_misses
-from heardet.synth.voices import ESPEAK_VARIANTS, check_tts, espeak, festival_batch, reshape, say, trim
+from heardet.synth.voices import (
+    ESPEAK_VARIANTS,
+    check_tts,
+    espeak,
+    festival_batch,
+    reshape,
+    say,
+    say_in_context,
+    trim,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +64,15 @@ FESTIVAL_CACHE = ".cache/festival"  # festival renderings by text, inside the da
 
 def render(plan: ClipPlan, festival_cache: Path | None, banks: Banks) -> tuple[np.ndarray, dict[str, Any]]:
     """Voice, splice, reshape into the planned speaker and augment one clip; returns the audio and its manifest row."""
-    voiced = [(seg, say(plan.voice, seg.text, plan.middle_tempo if seg.role == "middle" else 1.0, festival_cache))
-              for seg in plan.words.segments]
+    voiced, middles, cut = [], 0, {}
+    for seg in plan.words.segments:
+        tempo = plan.middle_tempo if seg.role == "middle" else 1.0
+        audio = None
+        if seg.role == "middle" and plan.voice.engine == "festival" and festival_cache is not None:
+            audio = say_in_context(seg.text, plan.words.text, middles, tempo, festival_cache)
+        middles += seg.role == "middle"
+        cut[len(voiced)] = audio is not None
+        voiced.append((seg, audio if audio is not None else say(plan.voice, seg.text, tempo, festival_cache)))
     pieces, spans, cursor = [], [], 0
     for k, (_, audio) in enumerate(voiced):
         if k:
@@ -74,7 +92,8 @@ def render(plan: ClipPlan, festival_cache: Path | None, banks: Banks) -> tuple[n
         len(clean)).astype(np.float32) * NOISE_FLOOR
     audio = apply(plan.augment, clean, banks)
     segments = [{"role": seg.role, "text": seg.text, "start": round((lead + a * ratio) / SAMPLE_RATE, 3),
-                 "end": round((lead + b * ratio) / SAMPLE_RATE, 3)} for (seg, _), (a, b) in zip(voiced, spans)]
+                 "end": round((lead + b * ratio) / SAMPLE_RATE, 3), **({"in_context": True} if cut[k] else {})}
+                for k, ((seg, _), (a, b)) in enumerate(zip(voiced, spans))]
     said, speaker = plan.words, plan.voice
     row = {"id": plan.id, "split": plan.split, "index": plan.index, "label": plan.label, "kind": said.kind,
            "text": said.text, "middle": said.middle, "frame": said.frame, "position": said.position,
@@ -84,6 +103,11 @@ def render(plan: ClipPlan, festival_cache: Path | None, banks: Banks) -> tuple[n
     row.update(bounds=[[s["start"], s["end"]] for s in segments if s["role"] == "middle"],
                duration=round(len(audio) / SAMPLE_RATE, 3), segments=segments, augmentation=plan.augment.describe())
     return audio, row
+
+
+def festival_texts(plan: ClipPlan) -> list[str]:
+    """What festival renders for a clip: each segment alone, and the whole text (its middles are cut from it)."""
+    return [s.text for s in plan.words.segments] + [plan.words.text]
 
 
 def _render_chunk(out_dir: str, plans: list[ClipPlan]) -> list[tuple[str, dict | None, str | None]]:
@@ -210,7 +234,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progres
     logger.info("synth into %s: %d clips to make, %d already there", out, len(todo), skipped)
     size = max(1, min(32, math.ceil(len(todo) / (config.workers * 3))))  # ~3 chunks per worker, <= 32 clips
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
-    texts = sorted({s.text for p in todo if p.voice.engine == "festival" for s in p.words.segments})
+    texts = sorted({t for p in todo if p.voice.engine == "festival" for t in festival_texts(p)})
     text_chunks = [texts[i :: config.workers * 2] for i in range(config.workers * 2) if texts[i :: config.workers * 2]]
     failures: list[str] = []
     with tqdm(total=len(todo), desc="synth", unit="clip", disable=not progress) as bar, \

@@ -5,6 +5,11 @@ by that factor (a vocal-tract-length and speed perturbation: formants, pitch and
 together), then, for festival, time-stretched back and pitch-shifted with pedalboard (Rubber Band,
 formants preserved). espeak-ng varies rate and pitch natively. A voice's id names its engine, base
 voice and formant bin; the test split uses ids the train split never uses (:func:`draw_voice`).
+
+festival is deterministic: a text on its own always gets the same units, so a phrase voiced alone would
+be one recording in every clip, and a model trained on festival alone would learn that one recording.
+:func:`say_in_context` therefore cuts a segment out of festival's rendering of the clip's whole text,
+at festival's own word times: the units and timing around the phrase change with its sentence.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from heardet.audio import SAMPLE_RATE, resample
+from heardet.synth.text import words
 
 FESTIVAL_VOICE = "voice_msu_ru_nsh_clunits"
 FESTIVAL_BASE = "msu_ru_nsh"
@@ -138,32 +144,71 @@ def espeak(text: str, voice: str, rate: int, pitch: int = 50) -> np.ndarray:
 
 
 def festival_path(cache: Path, text: str) -> Path:
-    """Where festival's rendering of ``text`` is kept (festival is deterministic: one rendering per text)."""
+    """Where festival's rendering of ``text`` is kept (festival is deterministic: one rendering per text);
+    its word times lie beside it, with the suffix ``.words``."""
     return cache / f"{hashlib.sha1(text.encode('utf-8')).hexdigest()[:20]}.wav"
 
 
+# Writes one line per word of an utterance: the word, its start and its end in seconds.
+_WORD_TIMES = """(define (heardet_words utt file)
+  (let ((fd (fopen file "w")))
+    (mapcar (lambda (w) (format fd "%s %f %f\\n" (item.name w) (item.feat w "word_start") (item.feat w "word_end")))
+            (utt.relation.items utt 'Word))
+    (fclose fd)))"""
+
+
 def festival_batch(texts: list[str], cache: Path) -> None:
-    """Render every text not yet in ``cache`` with one festival process (it costs ~1.3 s to start)."""
-    todo = [t for t in dict.fromkeys(texts) if not festival_path(cache, t).is_file()]
+    """Render every text not yet in ``cache``, with its word times, in one festival process (it costs ~1.3 s
+    to start)."""
+    todo = [t for t in dict.fromkeys(texts) if not festival_path(cache, t).with_suffix(".words").is_file()]
     if not todo:
         return
     cache.mkdir(parents=True, exist_ok=True)
     staging = cache / f".batch-{hashlib.sha1(''.join(todo).encode('utf-8')).hexdigest()[:12]}"
     staging.mkdir(exist_ok=True)
-    lines = [f"({FESTIVAL_VOICE})"]
+    lines = [f"({FESTIVAL_VOICE})", _WORD_TIMES]
     for k, text in enumerate(todo):
         said = text.replace("\\", " ").replace('"', " ")  # a Scheme string cannot hold these
-        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{said}")) "{staging / f"{k}.wav"}" \'riff)')
+        lines.append(f'(set! utt (utt.synth (Utterance Text "{said}")))')
+        lines.append(f'(utt.save.wave utt "{staging / f"{k}.wav"}" \'riff)')
+        lines.append(f'(heardet_words utt "{staging / f"{k}.words"}")')
     (staging / "batch.scm").write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
         run_tool(["festival", "-b", str(staging / "batch.scm")], timeout=60 + 5 * len(todo))
-        lost = [text for k, text in enumerate(todo) if not (staging / f"{k}.wav").is_file()]
+        lost = [text for k, text in enumerate(todo) if not (staging / f"{k}.words").is_file()]
         if lost:
             raise RuntimeError(f"festival wrote no audio for {len(lost)} text(s), e.g. {lost[0]!r}")
-        for k, text in enumerate(todo):
-            (staging / f"{k}.wav").replace(festival_path(cache, text))  # atomic: a cached file is whole
+        for k, text in enumerate(todo):  # atomic renames, the times last: a text with times is whole
+            (staging / f"{k}.wav").replace(festival_path(cache, text))
+            (staging / f"{k}.words").replace(festival_path(cache, text).with_suffix(".words"))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def festival_words(cache: Path, text: str) -> list[tuple[str, float, float]]:
+    """festival's words of ``text`` (lower case, ё as е) with their start and end in its rendering, seconds."""
+    path = festival_path(cache, text).with_suffix(".words")
+    if not path.is_file():
+        raise RuntimeError(f"no festival rendering of {text!r}: call festival_batch first")
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, start, end = line.rsplit(" ", 2)
+        out.extend((word, float(start), float(end)) for word in words(name))
+    return out
+
+
+def say_in_context(text: str, context: str, occurrence: int, tempo: float, festival_cache: Path) -> np.ndarray | None:
+    """``text`` (its ``occurrence``-th time, from 0) cut out of festival's rendering of ``context`` at festival's
+    word times, trimmed of silence and played at ``tempo``; None when festival's words of ``context`` do not
+    contain those of ``text`` that often (numbers and abbreviations are spelled out)."""
+    wanted, found = words(text), festival_words(festival_cache, context)
+    spans = [(found[i][1], found[i + len(wanted) - 1][2]) for i in range(len(found) - len(wanted) + 1)
+             if [w for w, _, _ in found[i : i + len(wanted)]] == wanted]
+    if not wanted or occurrence >= len(spans):
+        return None
+    audio = read_wav(festival_path(festival_cache, context), "festival")
+    start, end = spans[occurrence]
+    return stretch(trim(audio[int(start * SAMPLE_RATE) : int(np.ceil(end * SAMPLE_RATE))], text), tempo)
 
 
 def trim(audio: np.ndarray, what: str) -> np.ndarray:
