@@ -64,17 +64,17 @@ FESTIVAL_CACHE = ".cache/festival"  # festival renderings by text, inside the da
 
 def render(plan: ClipPlan, festival_cache: Path | None, banks: Banks) -> tuple[np.ndarray, dict[str, Any]]:
     """Voice, splice, reshape into the planned speaker and augment one clip; returns the audio and its manifest row."""
-    voiced, middles, cut = [], 0, {}
+    voiced = []  # (segment, its audio, whether it was cut from the whole text)
     for seg in plan.words.segments:
         tempo = plan.middle_tempo if seg.role == "middle" else 1.0
         audio = None
         if seg.role == "middle" and plan.voice.engine == "festival" and festival_cache is not None:
-            audio = say_in_context(seg.text, plan.words.text, middles, tempo, festival_cache)
-        middles += seg.role == "middle"
-        cut[len(voiced)] = audio is not None
-        voiced.append((seg, audio if audio is not None else say(plan.voice, seg.text, tempo, festival_cache)))
+            occurrence = sum(s.role == "middle" for s, _, _ in voiced)
+            audio = say_in_context(seg.text, plan.words.text, occurrence, tempo, festival_cache)
+        in_context = audio is not None
+        voiced.append((seg, audio if in_context else say(plan.voice, seg.text, tempo, festival_cache), in_context))
     pieces, spans, cursor = [], [], 0
-    for k, (_, audio) in enumerate(voiced):
+    for k, (_, audio, _) in enumerate(voiced):
         if k:
             pieces.append(np.zeros(int(plan.pauses_s[k - 1] * SAMPLE_RATE), np.float32))
             cursor += len(pieces[-1])
@@ -92,8 +92,8 @@ def render(plan: ClipPlan, festival_cache: Path | None, banks: Banks) -> tuple[n
         len(clean)).astype(np.float32) * NOISE_FLOOR
     audio = apply(plan.augment, clean, banks)
     segments = [{"role": seg.role, "text": seg.text, "start": round((lead + a * ratio) / SAMPLE_RATE, 3),
-                 "end": round((lead + b * ratio) / SAMPLE_RATE, 3), **({"in_context": True} if cut[k] else {})}
-                for k, ((seg, _), (a, b)) in enumerate(zip(voiced, spans))]
+                 "end": round((lead + b * ratio) / SAMPLE_RATE, 3), **({"in_context": True} if in_context else {})}
+                for (seg, _, in_context), (a, b) in zip(voiced, spans)]
     said, speaker = plan.words, plan.voice
     row = {"id": plan.id, "split": plan.split, "index": plan.index, "label": plan.label, "kind": said.kind,
            "text": said.text, "middle": said.middle, "frame": said.frame, "position": said.position,
