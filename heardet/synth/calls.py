@@ -90,7 +90,7 @@ def _line(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def make_call(config: SynthConfig, near: list[str], split: str, index: int, minutes: float, with_phrase: bool,
               festival_cache: Path) -> tuple[np.ndarray, dict]:
     """One call: ``[samples, 2]`` at :data:`CALL_RATE` and its manifest row (turns and phrase events)."""
-    from heardet.synth.generate import render
+    from heardet.synth.generate import festival_texts, render
 
     rng = np.random.default_rng([config.seed, 77, SPLITS.index(split), index])
     engines = ("festival", "espeak-ng")
@@ -106,7 +106,7 @@ def make_call(config: SynthConfig, near: list[str], split: str, index: int, minu
             "hard_negative" if rng.random() < NEAR_MISS_SHARE else "negative")
         plans.append((speaker, _turn_plan(config, near, split, (agent, customer)[speaker], kind, rng,
                                           f"call{index}_turn{turn}")))
-    festival_batch(sorted({s.text for _, p in plans if p.voice.engine == "festival" for s in p.words.segments}),
+    festival_batch(sorted({t for _, p in plans if p.voice.engine == "festival" for t in festival_texts(p)}),
                    festival_cache)
     tracks = [[], []]
     cursor = 0  # samples at 16 kHz
