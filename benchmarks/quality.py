@@ -5,8 +5,9 @@ folds), approach 3 in several recipes (``RECIPES``: the original competition rec
 mean pooling, last layer, 1 epoch; the frozen encoder with the conv frame head on the last layer
 and on a learned mix of every layer, stage a; stage a with feature dropout, with the GRU frame head,
 and the full profile's recipe, ``full``; ``afd`` and ``full`` with each clip's mean state subtracted
-(``center``), ``afdc`` and ``fullc``; stage a followed by stage b on the encoder's top layer or top
-two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
+(``center``), ``afdc`` and ``fullc``; ``a`` and ``full`` with each training positive's frames away
+from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
+by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
 ``--only`` picks fine-tune rows.
 
@@ -18,6 +19,9 @@ positives found (frame models; the worse end against the nearest bound), trainin
 leave-one-engine-out not counted) and, for the fine-tune rows, the test macro F1 had the model
 used the threshold its out-of-fold scores pick (``FinetuneConfig.threshold=-1``) instead of 0.5.
 ``--seed`` reruns the fine-tune rows with another seed (folds, head weights, batch order).
+``--train-clips 480`` trains on the first 480 train clips only: on a 2000-clip dataset of the
+default synth settings those are the quick profile's train split, scored on 1000 test clips
+instead of its 120. ``--no-cv`` fits the fine-tune rows once each (no CV column).
 
     python benchmarks/quality.py DATA --out benchmarks/results/quality.json
 
@@ -84,6 +88,11 @@ RECIPES["afdc"] = ("3 the afd row, each clip's mean encoder state subtracted fro
                    dataclasses.replace(RECIPES["afd"][1], center=True))
 RECIPES["fullc"] = ("3 the full row, each clip's mean encoder state subtracted from its frames (center)",
                     dataclasses.replace(RECIPES["full"][1], center=True))
+RECIPES["ao"] = ("3 the a row, positives' frames away from the phrase also trained as negatives (outside weight 1)",
+                 dataclasses.replace(RECIPES["a"][1], outside_weight=1.0))
+RECIPES["fullo"] = ("3 the full row, positives' frames away from the phrase also trained as negatives "
+                    "(outside weight 1)",
+                    dataclasses.replace(RECIPES["full"][1], outside_weight=1.0))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 
@@ -157,6 +166,13 @@ def main() -> None:
     parser.add_argument("--skip-loeo", action="store_true", help="no leave-one-engine-out refits")
     parser.add_argument("--seed", type=int, default=42,
                         help="the fine-tune recipes' seed (folds, initial head weights, batch order)")
+    parser.add_argument("--train-clips", type=int, default=0,
+                        help="train on the first N train clips by id only (0 = all): a dataset synthesised with the "
+                             "same settings and seed but fewer clips has exactly these, so a 2000-clip dataset's "
+                             "first 480 are the quick profile's train split, scored here on the larger test split")
+    parser.add_argument("--no-cv", action="store_true",
+                        help="fine-tune rows: one fit on the train clips, no cross-validation (no CV column; "
+                             "threshold 0.5, as the profiles use); about halves their minutes")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args()
     only = [key.strip() for key in args.only.split(",") if key.strip()]
@@ -165,8 +181,17 @@ def main() -> None:
     if not args.approach_3_only and ENSEMBLE_MEMBER not in only:
         parser.error(f"--only must include {ENSEMBLE_MEMBER!r} (the ensemble's fine-tune member) "
                      "unless --approach-3-only")
+    if args.train_clips < 0:
+        parser.error(f"--train-clips must be >= 0, got {args.train_clips}")
+    if args.no_cv and not args.approach_3_only:
+        parser.error("--no-cv needs --approach-3-only (the ensemble is chosen on out-of-fold scores)")
     logging.basicConfig(level=logging.WARNING)
     dataset = load_dataset(args.data, require_train=True)
+    if args.train_clips:
+        if args.train_clips > len(dataset.train):
+            parser.error(f"--train-clips {args.train_clips}: {args.data} has {len(dataset.train)} train clips")
+        first = sorted(dataset.train, key=lambda c: c.id)[: args.train_clips]
+        dataset = dataclasses.replace(dataset, train=tuple(first))
     test_clips = [c for c in dataset.test if c.label is not None]
     if not test_clips:
         raise SystemExit(f"{args.data}: the test split has no labels (test_labels.csv); nothing to score")
@@ -192,23 +217,25 @@ def main() -> None:
                 recipe = dataclasses.replace(recipe, n_folds=args.recipe_folds)
                 name = name.replace("5 folds", f"{args.recipe_folds} folds")
         started = time.perf_counter()
-        cv = cross_validate(examples, recipe, progress=False)
+        cv = None if args.no_cv else cross_validate(examples, recipe, progress=False)
         final = fit(examples, recipe, cv=cv, progress=False)
         minutes = (time.perf_counter() - started) / 60
+        threshold = final.threshold
         results = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
-                                recipe.eval_batch_size, cv.result.threshold, phrase_offsets=final.phrase_offsets)
+                                recipe.eval_batch_size, threshold, phrase_offsets=final.phrase_offsets)
         test_scores = np.array([r.score for r in results])
-        loeo = engine_holdout(examples, recipe, cv.result.threshold) if engines_of_train and not args.skip_loeo else {}
-        oof_threshold = best_threshold(examples.labels, cv.result.oof_score)
-        add({"approach": name, "cv_f1": cv.result.mean_f1, "threshold": cv.result.threshold,
-             "test_f1": score(test.labels, (test_scores >= cv.result.threshold).astype(int)).macro_f1,
-             "oof_threshold": oof_threshold,
-             "test_f1_oof_threshold": score(test.labels, (test_scores >= oof_threshold).astype(int)).macro_f1,
-             **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
-             "near_miss_fp": near_miss_rate(test_clips, test_scores >= cv.result.threshold),
+        loeo = engine_holdout(examples, recipe, threshold) if engines_of_train and not args.skip_loeo else {}
+        row = {"approach": name, "cv_f1": cv.result.mean_f1 if cv else None, "threshold": threshold,
+               "test_f1": score(test.labels, (test_scores >= threshold).astype(int)).macro_f1}
+        if cv is not None:
+            oof_threshold = best_threshold(examples.labels, cv.result.oof_score)
+            row.update(oof_threshold=oof_threshold,
+                       test_f1_oof_threshold=score(test.labels, (test_scores >= oof_threshold).astype(int)).macro_f1)
+            members[key] = (name.split(" (")[0], dict(zip(examples.ids, cv.result.oof_score)), threshold,
+                            test_scores)
+        add({**row, **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
+             "near_miss_fp": near_miss_rate(test_clips, test_scores >= threshold),
              "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes})
-        members[key] = (name.split(" (")[0], dict(zip(examples.ids, cv.result.oof_score)), cv.result.threshold,
-                        test_scores)
 
     if args.approach_3_only:
         print_table(rows, dataset, test_clips, args)
@@ -237,7 +264,8 @@ def print_table(rows: list[dict], dataset, test_clips, args) -> None:
     """The markdown table of ``rows`` (and the JSON file when ``--out`` asks for it)."""
     engines = sorted({k for r in rows for k in r if k.startswith("loeo_")})
     fmt = lambda v, spec=".3f": "—" if v is None else format(v, spec)  # noqa: E731
-    print(f"\n{len(dataset.train)} train / {len(test_clips)} test clips of {args.data}; "
+    first = f" (the first {args.train_clips} by id)" if args.train_clips else ""
+    print(f"\n{len(dataset.train)} train{first} / {len(test_clips)} test clips of {args.data}; "
           f"{platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}\n")
     print("| approach | CV macro F1 | test macro F1 | "
           + " | ".join(f"LOEO: without {e[5:]}, F1 on it" for e in engines)
@@ -252,6 +280,7 @@ def print_table(rows: list[dict], dataset, test_clips, args) -> None:
               f"{r['train_minutes']:.1f} | {oof} |")
     if args.out:
         args.out.write_text(json.dumps({"measured": time.strftime("%Y-%m-%d %H:%M"), "data": str(args.data),
+                                        "train_clips": len(dataset.train), "cv": not args.no_cv,
                                         "rows": rows}, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -476,3 +476,39 @@ def test_feature_dropout_reaches_the_trained_model_and_leaves_its_scores_alone(t
     assert [r.score for r in first] == [r.score for r in again], "scoring drops no channels"
     with pytest.raises(ValueError, match=r"FinetuneConfig\.feature_dropout=1.0 is invalid"):
         FinetuneConfig(feature_dropout=1.0)
+
+
+def test_outside_frames_are_a_positives_frames_away_from_its_phrase_in_the_cached_crop():
+    from heardet.approaches.finetune.train import OUTSIDE_MARGIN_S, outside_frames
+
+    audios = [noise(3.0, 1), noise(3.0, 2), noise(0.6, 3)]
+    examples = LabelledAudio.from_arrays(audios, [1, 0, 1], [((1.0, 1.5),), (), ((0.1, 0.4),)])
+    states = [np.zeros((100, 8)), np.zeros((100, 8)), np.zeros((30, 8))]  # 2 s crops, 20 ms frames
+    away, negative, short = outside_frames(examples, states, max_seconds=2.0)
+    assert negative is None and short is None, "negatives, and positives with no frame away, have no mask"
+    t = 0.25 + (np.arange(100) + 0.5) * 0.02  # the 2 s crop is centred on the phrase: it starts at 0.25 s
+    expected = (t < 1.0 - OUTSIDE_MARGIN_S) | (t > 1.5 + OUTSIDE_MARGIN_S)
+    assert np.array_equal(away, expected) and 0 < away.sum() < 100
+
+
+def test_outside_weight_teaches_the_frames_away_from_the_phrase_to_score_low(tiny_whisper, monkeypatch, tmp_path):
+    from heardet.approaches.finetune.train import encoder_states, outside_frames
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(12, seconds=2.5)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=8, batch_size=4, encoder_lr=0.0, head_lr=3e-3,
+                            max_seconds=3.0, device="cpu")
+    fitted = {w: fit(examples, dataclasses.replace(config, outside_weight=w), tiny_factory(tiny_whisper),
+                     progress=False) for w in (0.0, 3.0)}
+    states = encoder_states(fitted[0.0].model, fitted[0.0].feature_extractor, examples, config, progress=False)
+    masks = outside_frames(examples, states, config.max_seconds)
+    away_logit = {}
+    for w, f in fitted.items():
+        with torch.no_grad():
+            away_logit[w] = np.mean([f.model.classify_cached(*pad_states([states[i]], f.model.device))[1][0]
+                                     .numpy()[m].max() for i, m in enumerate(masks) if m is not None])
+    assert away_logit[3.0] < away_logit[0.0], away_logit
+    for bad in ({"pooling": "mean"}, {"encoder_lr": 1e-5}):
+        with pytest.raises(ValueError, match=r"FinetuneConfig\.outside_weight=1.0 is invalid"):
+            FinetuneConfig(outside_weight=1.0, **{"encoder_lr": 0.0, **bad})

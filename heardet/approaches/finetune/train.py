@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from heardet.approaches.finetune.features import FeatureCache, crop_start, encode_clips, fixed_crop, pad_states
 from heardet.approaches.finetune.model import (
     FRAME_HEADS,
+    FRAME_SECONDS,
     LAYER_CHOICES,
     POOLINGS,
     EncoderClassifier,
@@ -41,6 +42,7 @@ from heardet.approaches.finetune.model import (
     predict_audio,
     predict_frames,
     save_classifier,
+    soft_max_pool,
 )
 from heardet.audio import SAMPLE_RATE, AudioError, load_audio
 from heardet.augment import Banks, augment
@@ -66,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 REFIT_MODES = ("all", "best_fold")
 MAX_SHIFT_S = 0.5  # augmentation: up to this much leading silence, seconds
+OUTSIDE_MARGIN_S = 0.2  # FinetuneConfig.outside_weight: frames this close to a phrase's bounds are not "outside"
 
 EncoderFactory = Callable[[str, float], tuple[EncoderClassifier, "WhisperFeatureExtractor"]]
 StepCallback = Callable[[int | None, int, float], None]
@@ -118,6 +121,11 @@ class FinetuneConfig:
         feature_dropout: in training, the share of each clip's feature channels (after the layer mix)
             zeroed, the same channels in every frame (:class:`~heardet.approaches.finetune.model.ChannelDropout`);
             an augmentation against leaning on one speech engine's sound (0 = off).
+        outside_weight: with cached states and frame pooling, a training positive's frames away from
+            its phrase (outside its bounds widened by :data:`OUTSIDE_MARGIN_S`) are also pooled as a clip
+            of their own that must score "no phrase"; that loss is added at this weight (0 = off). It is
+            the per-frame target from the bounds in the pooling's own terms: the rest of a positive
+            clip is a negative, and the phrase's own frames are left to the clip label.
         threshold: the saved model's decision threshold on the phrase probability, in (0, 1); -1
             chooses it on the out-of-fold scores (max macro F1). Those come from fold models
             trained on part of the clips, not from the final model, and the arg-max moves with a
@@ -164,6 +172,8 @@ class FinetuneConfig:
     top_epochs: int = setting(3, "an integer >= 1", is_int(1), "Epochs of stage (b) (top_layers > 0).")
     feature_dropout: float = setting(0.0, "a number in [0, 1)", is_number(0, 1, high_open=True),
                                      "Training drops this share of each clip's feature channels (all frames alike).")
+    outside_weight: float = setting(0.0, "a number >= 0 (0 = off)", is_number(0),
+                                    "Weight of the loss on each training positive's frames away from its phrase.")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
                                "Decision threshold of the saved model; -1 chooses it on the out-of-fold scores.")
 
@@ -187,6 +197,9 @@ class FinetuneConfig:
             self.top_layers == 0 or (self.layers == "all" and self.encoder_lr > 0 and not self.augment),
             "0, or with layers='all', encoder_lr > 0 and augment=False (stage (b) trains the top layers at "
             "encoder_lr from every layer's cached output)"),
+            "outside_weight": (self.outside_weight == 0 or (self.pooling == "frames" and self.cached),
+                               "0, or with pooling='frames' and cached states (encoder_lr=0, or top_layers > 0): "
+                               "the frames away from the phrase are known only in the fixed crops the cache holds"),
             "center": (not self.center or self.pooling == "frames",
                        "False with pooling='mean' (a centred clip's mean is zero: nothing would be left to classify)")})
 
@@ -347,15 +360,49 @@ def _set_encoder_trainable(model: EncoderClassifier, trainable: bool) -> None:
         param.requires_grad_(trainable and not name.startswith("embed_positions"))
 
 
+def outside_frames(examples: LabelledAudio, states: Sequence[np.ndarray],
+                   max_seconds: float) -> list[np.ndarray | None]:
+    """For each cached clip, its frames away from its phrases (True), for positives with bounds whose crop has
+    such frames; None for the rest. A frame is away when its centre is more than :data:`OUTSIDE_MARGIN_S`
+    from every phrase's bounds, in the recording's time (the crop of :func:`features.fixed_crop`)."""
+    masks: list[np.ndarray | None] = []
+    for audio, label, bounds, state in zip(examples.audios, examples.labels, examples.bounds, states):
+        if label != 1 or not bounds:
+            masks.append(None)
+            continue
+        offset = crop_start(len(audio), bounds, max_seconds) / SAMPLE_RATE
+        t = offset + (np.arange(state.shape[-2]) + 0.5) * FRAME_SECONDS
+        away = np.ones(len(t), dtype=bool)
+        for start, end in bounds:
+            away &= (t < start - OUTSIDE_MARGIN_S) | (t > end + OUTSIDE_MARGIN_S)
+        masks.append(away if away.any() else None)
+    return masks
+
+
+def _outside_loss(frames: torch.Tensor, masks: Sequence[np.ndarray | None]) -> torch.Tensor | None:
+    """Mean log loss of "no phrase" for the soft maximum of each masked clip's away frames (None when none has them)."""
+    rows = [k for k, m in enumerate(masks) if m is not None]
+    if not rows:
+        return None
+    away = torch.zeros(len(rows), frames.shape[1], dtype=torch.bool, device=frames.device)
+    for j, k in enumerate(rows):
+        away[j, : len(masks[k])] = torch.as_tensor(masks[k], device=frames.device)
+    pooled = soft_max_pool(frames[rows].float(), away)
+    return torch.nn.functional.softplus(pooled).mean()  # binary cross-entropy against 0 on the pooled logit
+
+
 def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray, config: FinetuneConfig,
                fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None,
-               top_layers: int = 0, first_step: int = 0) -> int:
+               top_layers: int = 0, first_step: int = 0,
+               outside: Sequence[np.ndarray | None] | None = None) -> int:
     """Train ``model`` in place on cached encoder ``states``; returns the steps taken.
 
     With ``top_layers=0`` this is stage (a): only the head (and layer mix) trains, at ``head_lr``,
     for ``epochs``. With ``top_layers > 0`` it is stage (b): the encoder's top layers run again from
     the cached states (:meth:`EncoderClassifier.rerun_top`) and train at ``encoder_lr`` together
     with the head, for ``top_epochs``. ``first_step`` numbers the steps on from an earlier stage.
+    ``outside`` (:func:`outside_frames`, one per state) adds ``config.outside_weight`` times the loss on
+    the positives' frames away from their phrase.
     """
     device = config.torch_device()
     model.to(device).train()
@@ -389,8 +436,12 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
                 hidden, valid = pad_states([states[i] for i in rows], device)
                 target = torch.as_tensor(labels[rows], dtype=torch.long, device=device)
                 with autocast(device):
-                    logits = model.classify_cached(hidden, valid, top_layers)[0]
+                    logits, frames = model.classify_cached(hidden, valid, top_layers)
                 loss = loss_fn(logits.float(), target)
+                if outside is not None and config.outside_weight > 0:
+                    extra = _outside_loss(frames, [outside[i] for i in rows])
+                    if extra is not None:
+                        loss = loss + config.outside_weight * extra
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
@@ -407,15 +458,16 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
 
 
 def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray, config: FinetuneConfig,
-                 fold: int | None = None, progress: bool = True,
-                 on_step: StepCallback | None = None) -> tuple[int, dict[str, float]]:
+                 fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None,
+                 outside: Sequence[np.ndarray | None] | None = None) -> tuple[int, dict[str, float]]:
     """Stage (a), then stage (b) when ``config.top_layers`` asks for it; returns the steps and each stage's seconds."""
     started = time.perf_counter()
-    steps = train_head(model, states, labels, config, fold, progress, on_step)
+    steps = train_head(model, states, labels, config, fold, progress, on_step, outside=outside)
     seconds = {"head": time.perf_counter() - started}
     if config.top_layers:
         started = time.perf_counter()
-        steps += train_head(model, states, labels, config, fold, progress, on_step, config.top_layers, steps)
+        steps += train_head(model, states, labels, config, fold, progress, on_step, config.top_layers, steps,
+                            outside)
         seconds["top"] = time.perf_counter() - started
     return steps, seconds
 
@@ -558,6 +610,7 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
     base, feature_extractor = _base_model(config, encoder_factory)
     started = time.perf_counter()
     states = encoder_states(base, feature_extractor, examples, config, progress) if config.cached else None
+    outside = outside_frames(examples, states, config.max_seconds) if states and config.outside_weight else None
     oof = np.zeros(len(examples.ids))
     fold_scores: list[Scores] = []
     extra: dict[str, list] = {"seconds": [], "val_loss": [], "steps": [], "ids": list(examples.ids),
@@ -569,7 +622,8 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
         val = examples.subset(val_rows)
         if states is not None:
             steps, stage_seconds = train_cached(model, [states[i] for i in train_rows], examples.labels[train_rows],
-                                                config, fold, progress, on_step)
+                                                config, fold, progress, on_step,
+                                                [outside[i] for i in train_rows] if outside else None)
             for name, value in stage_seconds.items():
                 extra.setdefault(f"{name}_seconds", []).append(value)
             probs, val_loss = head_scores(model, [states[i] for i in val_rows], val.labels,
@@ -639,7 +693,8 @@ def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
     if config.cached:
         states = encoder_states(model, feature_extractor, examples, config, progress)
         stage_seconds["encode"] = time.perf_counter() - started
-        steps, trained = train_cached(model, states, examples.labels, config, None, progress, on_step)
+        outside = outside_frames(examples, states, config.max_seconds) if config.outside_weight else None
+        steps, trained = train_cached(model, states, examples.labels, config, None, progress, on_step, outside)
         stage_seconds.update(trained)
     else:
         steps = train_model(model, feature_extractor, examples, config, None, progress, on_step)
