@@ -42,6 +42,8 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     tune = children[children["tags.approach"] == "tune"].iloc[0]
     assert finetune["params.frame_head"] == tune["params.frame_head"] == PROFILES["smoke"].frame_head == "gru"
     assert finetune["params.center"] == tune["params.center"] == str(PROFILES["smoke"].center).lower() == "true"
+    assert float(finetune["params.outside_weight"]) == float(tune["params.outside_weight"]) \
+        == PROFILES["smoke"].outside_weight > 0
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("heardet-ensemble", "production").version) == "1"
     artifacts = {a.path for a in client.list_artifacts(parent.run_id, "summary")}
