@@ -52,7 +52,10 @@ def main(data, **options) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # heardet logs one line per trial instead
     if has_password(options["storage"]):
         warn_of_logged_password()
-    search, base = from_options(TuneConfig, options), from_options(FinetuneConfig, options)
+    search = from_options(TuneConfig, options)
+    # What the search holds fixed (encoder_lr=0 for a frozen encoder) is part of every trial's settings, so the
+    # shared settings are checked with it: outside_weight, for one, needs the frozen encoder's cached states.
+    base = from_options(FinetuneConfig, options, **search.fixed)
     ensure_available(base.model)  # fail in a second, before minutes of loading audio
     dataset = load_dataset(data, require_train=True)
     with stage_run("tune", f"tune {base.model} {search.n_trials} trials"):

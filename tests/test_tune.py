@@ -237,3 +237,16 @@ def test_a_storage_password_is_not_logged():
     from heardet.approaches.finetune.tune import redact
 
     assert "s3cret" not in redact("postgresql://tuner:s3cret@db.internal:5432/optuna")
+
+
+def test_a_frozen_search_trains_with_the_outside_loss_and_one_that_trains_the_encoder_is_refused(
+        tiny_hf_whisper, phrase_dataset, mlflow_store):
+    parent = run_entrypoint("tune", tune_args(phrase_dataset, tiny_hf_whisper, "--n-trials", "1", "--encoder-lr-min",
+                                              "0", "--encoder-lr-max", "0", "--outside-weight", "1",
+                                              "--study-name", "outside"))
+    (trial,) = trial_runs(parent.info.run_id)
+    assert trial.data.tags["trial_state"] == "COMPLETE", trial.data.tags
+    assert float(trial.data.params["outside_weight"]) == 1.0 and float(trial.data.params["encoder_lr"]) == 0.0
+    result = CliRunner().invoke(entrypoint("tune"), tune_args(phrase_dataset, tiny_hf_whisper, "--n-trials", "1",
+                                                              "--outside-weight", "1", "--study-name", "outside-b"))
+    assert result.exit_code != 0 and "FinetuneConfig.outside_weight=1.0 is invalid" in result.output, result.output
