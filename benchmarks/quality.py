@@ -267,16 +267,16 @@ def print_table(rows: list[dict], dataset, test_clips, args) -> None:
     first = f" (the first {args.train_clips} by id)" if args.train_clips else ""
     print(f"\n{len(dataset.train)} train{first} / {len(test_clips)} test clips of {args.data}; "
           f"{platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    print("| approach | CV macro F1 | test macro F1 | "
-          + " | ".join(f"LOEO: without {e[5:]}, F1 on it" for e in engines)
-          + " | near misses flagged | median localisation error, s | training minutes"
+    print("| approach | CV macro F1 | test macro F1 |"
+          + "".join(f" LOEO: without {e[5:]}, F1 on it |" for e in engines)
+          + " near misses flagged | median localisation error, s | training minutes"
           + " | test macro F1 at the out-of-fold threshold |")
     print("|---|---|---|" + "---|" * len(engines) + "---|---|---|---|")
     for r in rows:
         oof = (f"{r['test_f1_oof_threshold']:.3f} (at {r['oof_threshold']:.2f})" if "oof_threshold" in r else "—")
-        print(f"| {r['approach']} | {fmt(r['cv_f1'])} | {fmt(r['test_f1'])} | "
-              + " | ".join(fmt(r.get(e)) for e in engines)
-              + f" | {fmt(r['near_miss_fp'], '.1%')} | {fmt(r.get('localisation_s'), '.2f')} | "
+        print(f"| {r['approach']} | {fmt(r['cv_f1'])} | {fmt(r['test_f1'])} |"
+              + "".join(f" {fmt(r.get(e))} |" for e in engines)
+              + f" {fmt(r['near_miss_fp'], '.1%')} | {fmt(r.get('localisation_s'), '.2f')} | "
               f"{r['train_minutes']:.1f} | {oof} |")
     if args.out:
         args.out.write_text(json.dumps({"measured": time.strftime("%Y-%m-%d %H:%M"), "data": str(args.data),

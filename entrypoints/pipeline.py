@@ -60,7 +60,7 @@ START = "encoder_lr=3e-5,head_lr=1e-3,dropout=0.2"
 FROZEN_START = "head_lr=1e-3,dropout=0.2"
 
 PROFILES = {
-    # About 20 minutes on 2 CPU cores. Approaches 1 and 2 transcribe and learn from 240 of the train
+    # About 26 minutes on 2 CPU cores from cold caches (benchmarks/README.md). Approaches 1 and 2 transcribe and learn from 240 of the train
     # clips (transcribing is the slowest step: about 1 clip/s). A whisper-base encoder whose
     # features are computed once and cached; stage (a) only: the GRU frame head with soft-maximum
     # pooling on a learned mix of the encoder's layers, feature dropout 0.3, 20 epochs, and each
