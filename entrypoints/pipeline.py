@@ -93,6 +93,8 @@ PROFILES = {
     # the whole job 68 minutes with warm caches, about 95 cold (benchmarks/README.md). Subtracting
     # each clip's mean state (center) did not pay with the GRU head: test 0.976 against 0.987, near
     # misses 4.4 % against 0.4 %, leave-one-engine-out unchanged (benchmarks/quality.md).
+    # outside_weight=1 did not pay at this size: test 0.976 against 0.977, near misses 4.8 % against 2.8 %
+    # (benchmarks/quality.md, version 3 data).
     "full": Profile("full", n_train=2000, n_test=1000, transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=3, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=20, finetune_batch=16, pooling="frames", layers="all",
