@@ -106,8 +106,7 @@ def make_call(config: SynthConfig, near: list[str], split: str, index: int, minu
             "hard_negative" if rng.random() < NEAR_MISS_SHARE else "negative")
         plans.append((speaker, _turn_plan(config, near, split, (agent, customer)[speaker], kind, rng,
                                           f"call{index}_turn{turn}")))
-    festival_batch(sorted({t for _, p in plans if p.voice.engine == "festival" for t in festival_texts(p)}),
-                   festival_cache)
+    festival_batch(festival_texts(p for _, p in plans), festival_cache)
     tracks = [[], []]
     cursor = 0  # samples at 16 kHz
     turns, events = [], []

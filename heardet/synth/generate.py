@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
@@ -105,9 +106,11 @@ def render(plan: ClipPlan, festival_cache: Path | None, banks: Banks) -> tuple[n
     return audio, row
 
 
-def festival_texts(plan: ClipPlan) -> list[str]:
-    """What festival renders for a clip: each segment alone, and the whole text (its middles are cut from it)."""
-    return [s.text for s in plan.words.segments] + [plan.words.text]
+def festival_texts(plans: Iterable[ClipPlan]) -> list[str]:
+    """What festival renders for the festival clips of ``plans``, sorted and distinct: each segment alone, and each
+    whole text (its middles are cut from it)."""
+    return sorted({t for p in plans if p.voice.engine == "festival"
+                   for t in (*(s.text for s in p.words.segments), p.words.text)})
 
 
 def _render_chunk(out_dir: str, plans: list[ClipPlan]) -> list[tuple[str, dict | None, str | None]]:
@@ -234,7 +237,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progres
     logger.info("synth into %s: %d clips to make, %d already there", out, len(todo), skipped)
     size = max(1, min(32, math.ceil(len(todo) / (config.workers * 3))))  # ~3 chunks per worker, <= 32 clips
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
-    texts = sorted({t for p in todo if p.voice.engine == "festival" for t in festival_texts(p)})
+    texts = festival_texts(todo)
     text_chunks = [texts[i :: config.workers * 2] for i in range(config.workers * 2) if texts[i :: config.workers * 2]]
     failures: list[str] = []
     with tqdm(total=len(todo), desc="synth", unit="clip", disable=not progress) as bar, \
