@@ -42,7 +42,7 @@ def main(data, **options) -> None:
     import optuna
 
     from heardet.approaches.finetune.train import prepare_examples
-    from heardet.approaches.finetune.tune import has_password, log_result, redact, tune
+    from heardet.approaches.finetune.tune import check_stage_b, has_password, log_result, redact, tune
     from heardet.cli import configure_logging
     from heardet.data import load_dataset
     from heardet.mlops.tracking import log_params, stage_run
@@ -53,6 +53,7 @@ def main(data, **options) -> None:
     if has_password(options["storage"]):
         warn_of_logged_password()
     search = from_options(TuneConfig, options)
+    check_stage_b(search, options["top_layers"])  # its message before the shared settings' (which refuse it too)
     # What the search holds fixed (encoder_lr=0 for a frozen encoder) is part of every trial's settings, so the
     # shared settings are checked with it: outside_weight, for one, needs the frozen encoder's cached states.
     base = from_options(FinetuneConfig, options, **search.fixed)

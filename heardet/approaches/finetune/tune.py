@@ -154,6 +154,17 @@ class TuneConfig:
         return {k: v for k, v in space.items() if k not in self.fixed}
 
 
+def check_stage_b(config: TuneConfig, top_layers: int) -> None:
+    """Refuse a frozen search (``encoder_lr_max=0``) for trials that train the encoder's top layers.
+
+    Raises:
+        ValueError: ``top_layers > 0`` with a search that holds ``encoder_lr`` at 0.
+    """
+    if top_layers and config.encoder_lr_max == 0:
+        raise ValueError(f"top_layers={top_layers} trains the encoder's top layers at the sampled encoder_lr; "
+                         "give encoder_lr_min and encoder_lr_max > 0, or top_layers=0 to tune a frozen encoder's head")
+
+
 @dataclass(frozen=True)
 class TuneResult:
     """What one :func:`tune` call did, and the study's best trial so far.
@@ -305,9 +316,7 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
     from heardet.cv import folds
 
     folds(examples.labels, base.n_folds, base.seed, examples.voices or None)  # fail now, not once per trial
-    if base.top_layers and config.encoder_lr_max == 0:
-        raise ValueError(f"top_layers={base.top_layers} trains the encoder's top layers at the sampled encoder_lr; "
-                         "give encoder_lr_min and encoder_lr_max > 0, or top_layers=0 to tune a frozen encoder's head")
+    check_stage_b(config, base.top_layers)
     study = open_study(config, base)
     point = config.start_point()
     if point and not any(t.params == point for t in study.trials):
