@@ -512,3 +512,24 @@ def test_outside_weight_teaches_the_frames_away_from_the_phrase_to_score_low(tin
     for bad in ({"pooling": "mean"}, {"encoder_lr": 1e-5}):
         with pytest.raises(ValueError, match=r"FinetuneConfig\.outside_weight=1.0 is invalid"):
             FinetuneConfig(outside_weight=1.0, **{"encoder_lr": 0.0, **bad})
+
+
+def test_the_gru_head_matches_a_bidirectional_gru_on_packed_clips_and_loads_its_weights():
+    from heardet.approaches.finetune.model import GRUFrameHead
+
+    torch.manual_seed(0)
+    head = GRUFrameHead(16, dropout=0.0).eval()
+    hidden = torch.randn(3, 9, 16)
+    valid = torch.arange(9).unsqueeze(0) < torch.tensor([[9], [4], [1]])
+    saved = {k: v for k, v in head.state_dict().items() if not k.startswith(("ahead.", "behind."))}
+    # a head saved before the split had one bidirectional module, ``gru``
+    bidirectional = torch.nn.GRU(head.ahead.input_size, head.ahead.hidden_size, batch_first=True, bidirectional=True)
+    saved.update({f"gru.{k}": v for k, v in bidirectional.state_dict().items()})
+    head.load_state_dict(saved)
+    with torch.no_grad():
+        x = head.first(hidden, valid).transpose(1, 2)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, valid.sum(1), batch_first=True, enforce_sorted=False)
+        context, _ = torch.nn.utils.rnn.pad_packed_sequence(bidirectional(packed)[0], batch_first=True,
+                                                            total_length=9)
+        expected = head.out(torch.cat([x, context], dim=-1)).squeeze(-1)
+        torch.testing.assert_close(head(hidden, valid), expected, atol=1e-6, rtol=1e-5)
