@@ -61,7 +61,7 @@ FROZEN_START = "head_lr=1e-3,dropout=0.2"
 
 PROFILES = {
     # About 26 minutes on 2 CPU cores from cold caches (benchmarks/README.md). Approaches 1 and 2 transcribe and learn from 240 of the train
-    # clips (transcribing is the slowest step: about 1 clip/s). A whisper-base encoder whose
+    # clips (about 5 clips/s with content-sized windows, benchmarks/README.md). A whisper-base encoder whose
     # features are computed once and cached; stage (a) only: the GRU frame head with soft-maximum
     # pooling on a learned mix of the encoder's layers, feature dropout 0.3, 20 epochs, and each
     # training positive's frames away from its phrase also trained as "no phrase" (outside_weight 1).

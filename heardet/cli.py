@@ -186,10 +186,12 @@ def synth(out: Path, calls: int, minutes: float, calls_split: str, no_progress: 
 @click.option("--beam-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--temperature-fallback", is_flag=True, help="Re-decode hard windows at higher temperature.")
 @click.option("--word-timestamps", is_flag=True, help="Add per-word times (JSON column).")
+@click.option("--window", type=click.Choice(["content", "30s"]), default="content", show_default=True,
+              help="faster-whisper: encode a recording of up to 29 s at its own length plus 1 s, or in 30 s windows.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("transcripts.csv"), show_default=True)
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the transcript cache.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def transcribe(inputs, model, backend, language, beam_size, temperature_fallback, word_timestamps, output,
+def transcribe(inputs, model, backend, language, beam_size, temperature_fallback, word_timestamps, window, output,
                no_cache, no_progress) -> None:
     """Transcribe audio files (or every file in directories) to a CSV: id, path, text, error."""
     import json
@@ -201,7 +203,7 @@ def transcribe(inputs, model, backend, language, beam_size, temperature_fallback
 
     files = gather_audio(inputs)
     try:
-        options = DecodeOptions(language, beam_size, temperature_fallback, word_timestamps)
+        options = DecodeOptions(language, beam_size, temperature_fallback, word_timestamps, window=window)
         transcriber = make_transcriber(model, backend, options)
     except (ValueError, ModelUnavailableError) as exc:
         fail(str(exc))

@@ -52,11 +52,24 @@ def test_recordings_longer_than_a_window_are_transcribed(tiny_whisper, write_aud
     assert result.error == "" and result.transcript.duration_s == pytest.approx(75.0)
 
 
+@pytest.mark.parametrize("window,seconds,width", [("content", 2.0, 300), ("30s", 2.0, 3000), ("content", 40.0, 3000)])
+def test_faster_whisper_encodes_a_short_recording_at_its_own_length_unless_told_30s(tiny_whisper, write_audio,
+                                                                                      window, seconds, width):
+    transcriber = make_transcriber(str(tiny_whisper.ct2_dir), "faster-whisper", DecodeOptions(window=window))
+    widths, encode = [], transcriber._model.encode
+    transcriber._model.encode = lambda features: widths.append(features.shape[-1]) or encode(features)
+    [result] = transcriber.transcribe([write_audio("a.wav", seconds=seconds)], cache=None, progress=False)
+    assert result.error == "" and result.transcript.duration_s == pytest.approx(seconds)
+    assert widths and set(widths) == {width}, widths  # 2 s is 200 log-mel frames, plus 1 s of silence
+
+
 def test_unknown_backend_and_bad_options_are_refused():
     with pytest.raises(ValueError, match="backend must be one of"):
         make_transcriber("whisper-base", "kaldi")
     with pytest.raises(ValueError, match="beam_size"):
         DecodeOptions(beam_size=0)
+    with pytest.raises(ValueError, match="window"):
+        DecodeOptions(window="10s")
 
 
 def test_cache_serves_repeats_and_keys_on_decoding_options(write_audio, tmp_path):

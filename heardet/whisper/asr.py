@@ -6,8 +6,9 @@
   one is present.
 
 Decoding is greedy in Russian by default, with no temperature fallback unless asked
-(fallback can triple the time on noisy clips). Long recordings are transcribed in 30 s
-windows by both backends.
+(fallback can triple the time on noisy clips). faster-whisper encodes a recording of up to 29 s at
+its own length plus 1 s (``DecodeOptions.window``); longer recordings, and every recording in the
+transformers backend, are transcribed in Whisper's 30 s windows.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "faster-whisper", "transformers")
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_WINDOW_TOKENS = 440  # Whisper's 448-token limit less the prompt
+WINDOWS = ("content", "30s")
+CONTENT_PAD_S = 1.0  # silence after a recording encoded at its own length (window="content")
+CONTENT_WINDOW_MAX_S = 29.0  # longer recordings take faster-whisper's 30 s windows
+FRAMES_PER_SECOND = 100  # Whisper's log-mel frames
+WHISPER_FRAMES = 3000  # its 30 s window
+# faster-whisper's defaults for skipping a window as silence: no-speech probability above this ...
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0  # ... unless the decoded tokens' mean log probability is above this
 
 
 class _DefaultCache:
@@ -69,6 +78,12 @@ class DecodeOptions:
         max_tokens_per_second: decoding stops after this many tokens per second of audio
             (plus a margin; per 30 s window). Speech needs about 8; the cap stops greedy
             decoding's repetition loops on noise, which otherwise run to 448 tokens.
+        window: ``content``: the faster-whisper backend encodes a recording of up to
+            :data:`CONTENT_WINDOW_MAX_S` at its own length plus :data:`CONTENT_PAD_S` of silence, not padded
+            to 30 s, when neither word timestamps nor temperature fallback are asked for (those take
+            faster-whisper's own 30 s path). The encoder is most of the time on a CPU, so a 4 s clip takes a
+            quarter of it (``benchmarks/transcribe_speed.py``). ``30s``: always Whisper's 30 s window. The
+            transformers backend always uses 30 s windows (its Whisper takes no other length).
     """
 
     def max_new_tokens(self, seconds: float) -> int:
@@ -81,6 +96,9 @@ class DecodeOptions:
                                          "Re-decode hard windows at higher temperature.")
     word_timestamps: bool = setting(False, "True or False", is_bool, "Add per-word times.")
     max_tokens_per_second: float = setting(12.0, "a number > 0", is_number(0, low_open=True))
+    window: str = setting("content", "'content' or '30s'", one_of(*WINDOWS),
+                          "faster-whisper: encode a recording of up to 29 s at its own length plus 1 s "
+                          "('content', about 4x faster on CPU) or padded to Whisper's 30 s window ('30s').")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -242,6 +260,7 @@ class FasterWhisperTranscriber(Transcriber):
         except Exception as exc:  # noqa: BLE001 - a download or load failure gets a clear message
             raise ModelUnavailableError(f"cannot load {model!r} with faster-whisper: {exc}") from exc
         self.compute_type = compute_type
+        self._tokenizer, self._suppressed = None, ()  # built at the first window="content" recording
 
     @property
     def identity(self) -> str:
@@ -250,7 +269,11 @@ class FasterWhisperTranscriber(Transcriber):
     def transcribe_arrays(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
         out = []
         opts = self.options
+        content = opts.window == "content" and not opts.word_timestamps and not opts.temperature_fallback
         for audio in audios:
+            if content and len(audio) <= CONTENT_WINDOW_MAX_S * SAMPLE_RATE:
+                out.append(self._transcribe_content(audio))
+                continue
             segments, info = self._model.transcribe(
                 audio,
                 language=opts.language,
@@ -271,6 +294,37 @@ class FasterWhisperTranscriber(Transcriber):
             text = " ".join(s.text.strip() for s in segments).strip()
             out.append(Transcript(text, info.language or opts.language, round(len(audio) / SAMPLE_RATE, 3), words))
         return out
+
+
+    def _transcribe_content(self, audio: np.ndarray) -> Transcript:
+        """One recording encoded at its own length plus :data:`CONTENT_PAD_S` (``window="content"``), decoded as
+        faster-whisper decodes a window: greedy or beam search, its suppressed tokens, and an empty text when
+        the window is judged silence (:data:`NO_SPEECH_THRESHOLD`, :data:`LOG_PROB_THRESHOLD`)."""
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        opts, whisper = self.options, self._model
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe",
+                                        language=opts.language)
+            self._suppressed = get_suppressed_tokens(self._tokenizer, [-1])
+        tokenizer = self._tokenizer
+        features = whisper.feature_extractor(audio)
+        frames = features.shape[-1] - 1  # the extractor's last frame is its own padding, as faster-whisper counts
+        width = min(WHISPER_FRAMES, frames + int(CONTENT_PAD_S * FRAMES_PER_SECOND))
+        window = np.zeros((features.shape[0], width), dtype=np.float32)  # zeros past the end, as faster-whisper pads
+        window[:, : min(frames, width)] = features[:, : min(frames, width)]
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        seconds = len(audio) / SAMPLE_RATE
+        result = whisper.model.generate(whisper.encode(window), [prompt], beam_size=opts.beam_size,
+                                        max_length=len(prompt) + opts.max_new_tokens(seconds), return_scores=True,
+                                        return_no_speech_prob=True, suppress_blank=True,
+                                        suppress_tokens=self._suppressed)[0]
+        tokens = result.sequences_ids[0]
+        mean_log_prob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # faster-whisper's average, length penalty 1
+        silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and mean_log_prob <= LOG_PROB_THRESHOLD
+        text = "" if silent else tokenizer.decode(tokens).strip()
+        return Transcript(text, opts.language, round(seconds, 3))
 
 
 class TransformersTranscriber(Transcriber):
