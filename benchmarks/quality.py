@@ -173,6 +173,8 @@ def main() -> None:
     parser.add_argument("--no-cv", action="store_true",
                         help="fine-tune rows: one fit on the train clips, no cross-validation (no CV column; "
                              "threshold 0.5, as the profiles use); about halves their minutes")
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="train every fine-tune row for N epochs (stage (a)) instead of its recipe's (0 = the recipe's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args()
     only = [key.strip() for key in args.only.split(",") if key.strip()]
@@ -183,6 +185,8 @@ def main() -> None:
                      "unless --approach-3-only")
     if args.train_clips < 0:
         parser.error(f"--train-clips must be >= 0, got {args.train_clips}")
+    if args.epochs < 0:
+        parser.error(f"--epochs must be >= 0, got {args.epochs}")
     if args.no_cv and not args.approach_3_only:
         parser.error("--no-cv needs --approach-3-only (the ensemble is chosen on out-of-fold scores)")
     logging.basicConfig(level=logging.WARNING)
@@ -210,6 +214,9 @@ def main() -> None:
         if key not in only or key == "last" and args.skip_last_layer:
             continue
         recipe = dataclasses.replace(recipe, seed=args.seed)
+        if args.epochs:
+            recipe = dataclasses.replace(recipe, epochs=args.epochs)
+            name = f"{name} [{args.epochs} epochs here]"
         if recipe.pooling == "mean":
             if args.skip_recipe:
                 continue
@@ -281,6 +288,7 @@ def print_table(rows: list[dict], dataset, test_clips, args) -> None:
     if args.out:
         args.out.write_text(json.dumps({"measured": time.strftime("%Y-%m-%d %H:%M"), "data": str(args.data),
                                         "train_clips": len(dataset.train), "cv": not args.no_cv,
+                                        "epochs": args.epochs or "the recipes'",
                                         "rows": rows}, indent=2, ensure_ascii=False) + "\n")
 
 
