@@ -60,7 +60,7 @@ START = "encoder_lr=3e-5,head_lr=1e-3,dropout=0.2"
 FROZEN_START = "head_lr=1e-3,dropout=0.2"
 
 PROFILES = {
-    # About 18 minutes on 2 CPU cores from cold caches (benchmarks/README.md). Approaches 1 and 2 transcribe
+    # About 20 minutes on 2 CPU cores from cold caches (19 min 41 s in a fresh clone, benchmarks/README.md). Approaches 1 and 2 transcribe
     # and learn from 240 of the train clips (about 5 clips/s with content-sized windows,
     # benchmarks/README.md). A whisper-base encoder whose features are computed once and cached; stage (a)
     # only: the GRU frame head with soft-maximum pooling on a learned mix of the encoder's layers, feature
