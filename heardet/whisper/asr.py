@@ -49,7 +49,6 @@ WINDOWS = ("content", "30s")
 CONTENT_PAD_S = 1.0  # silence after a recording encoded at its own length (window="content")
 CONTENT_WINDOW_MAX_S = 29.0  # longer recordings take faster-whisper's 30 s windows
 FRAMES_PER_SECOND = 100  # Whisper's log-mel frames
-WHISPER_FRAMES = 3000  # its 30 s window
 # faster-whisper's defaults for skipping a window as silence: no-speech probability above this ...
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0  # ... unless the decoded tokens' mean log probability is above this
@@ -260,7 +259,13 @@ class FasterWhisperTranscriber(Transcriber):
         except Exception as exc:  # noqa: BLE001 - a download or load failure gets a clear message
             raise ModelUnavailableError(f"cannot load {model!r} with faster-whisper: {exc}") from exc
         self.compute_type = compute_type
-        self._tokenizer, self._suppressed = None, ()  # built at the first window="content" recording
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        # What window="content" decodes with: faster-whisper's own tokenizer and suppressed tokens.
+        self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
+                                    language=self.options.language)
+        self._suppressed = get_suppressed_tokens(self._tokenizer, [-1])
 
     @property
     def identity(self) -> str:
@@ -300,20 +305,11 @@ class FasterWhisperTranscriber(Transcriber):
         """One recording encoded at its own length plus :data:`CONTENT_PAD_S` (``window="content"``), decoded as
         faster-whisper decodes a window: greedy or beam search, its suppressed tokens, and an empty text when
         the window is judged silence (:data:`NO_SPEECH_THRESHOLD`, :data:`LOG_PROB_THRESHOLD`)."""
-        from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import get_suppressed_tokens
-
-        opts, whisper = self.options, self._model
-        if self._tokenizer is None:
-            self._tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe",
-                                        language=opts.language)
-            self._suppressed = get_suppressed_tokens(self._tokenizer, [-1])
-        tokenizer = self._tokenizer
+        opts, whisper, tokenizer = self.options, self._model, self._tokenizer
         features = whisper.feature_extractor(audio)
         frames = features.shape[-1] - 1  # the extractor's last frame is its own padding, as faster-whisper counts
-        width = min(WHISPER_FRAMES, frames + int(CONTENT_PAD_S * FRAMES_PER_SECOND))
-        window = np.zeros((features.shape[0], width), dtype=np.float32)  # zeros past the end, as faster-whisper pads
-        window[:, : min(frames, width)] = features[:, : min(frames, width)]
+        # zeros past the end, as faster-whisper pads; at most 29 s + 1 s, within Whisper's 3000 frames
+        window = np.pad(features[:, :frames], ((0, 0), (0, int(CONTENT_PAD_S * FRAMES_PER_SECOND))))
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         seconds = len(audio) / SAMPLE_RATE
         result = whisper.model.generate(whisper.encode(window), [prompt], beam_size=opts.beam_size,
