@@ -184,18 +184,19 @@ class GRUFrameHead(_FirstConv):
         x = self.first(hidden, valid).transpose(1, 2).float()
         with torch.autocast(x.device.type, enabled=False):
             ahead, _ = self.ahead(x)
-            behind, _ = self.behind(reverse_valid(x, valid))
-            context = torch.cat([ahead, reverse_valid(behind, valid)], dim=-1) * valid.unsqueeze(-1)
+            reverse = reversed_order(valid)  # its own inverse: the same gather puts the outputs back
+            behind, _ = self.behind(x.gather(1, reverse.unsqueeze(-1).expand_as(x)))
+            behind = behind.gather(1, reverse.unsqueeze(-1).expand_as(behind))
+            context = torch.cat([ahead, behind], dim=-1) * valid.unsqueeze(-1)
             return self.out(self.dropout(torch.cat([x, context], dim=-1))).squeeze(-1)
 
 
-def reverse_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``x [batch, frames, dim]`` with each row's valid frames (``valid [batch, frames]``, a prefix) in reverse
-    order and its padded frames where they were."""
+def reversed_order(valid: torch.Tensor) -> torch.Tensor:
+    """Frame indices ``[batch, frames]`` that put each row's valid frames (``valid``, a prefix) in reverse order and
+    leave its padded frames where they were."""
     lengths = valid.sum(dim=1, keepdim=True)
-    position = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
-    source = torch.where(position < lengths, lengths - 1 - position, position)
-    return x.gather(1, source.unsqueeze(-1).expand_as(x))
+    position = torch.arange(valid.shape[1], device=valid.device).unsqueeze(0)
+    return torch.where(position < lengths, lengths - 1 - position, position)
 
 
 def make_frame_head(kind: str, d_model: int, dropout: float) -> nn.Module:
