@@ -34,7 +34,7 @@ from heardet.whisper.asr import DecodeOptions, TranscriberConfig
 @click.command()
 @data_option
 @click_options(TranscriberConfig)
-@click_options(DecodeOptions, only=["language"])
+@click_options(DecodeOptions, only=["language", "window"])
 @click_options(CatBoostConfig, skip=["thread_count"])
 @out_option
 @click.option("--max-train-clips", type=click.IntRange(min=0), default=0, show_default=True,

@@ -29,7 +29,7 @@ from heardet.whisper.asr import DecodeOptions, TranscriberConfig
 @click.command()
 @data_option
 @click_options(TranscriberConfig)
-@click_options(DecodeOptions, only=["language", "beam_size"])
+@click_options(DecodeOptions, only=["language", "beam_size", "window"])
 @click_options(RuleConfig)
 @out_option
 @click.option("--max-train-clips", type=click.IntRange(min=0), default=0, show_default=True,
