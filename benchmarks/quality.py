@@ -93,6 +93,11 @@ RECIPES["ao"] = ("3 the a row, positives' frames away from the phrase also train
 RECIPES["fullo"] = ("3 the full row, positives' frames away from the phrase also trained as negatives "
                     "(outside weight 1)",
                     dataclasses.replace(RECIPES["full"][1], outside_weight=1.0))
+RECIPES["full3h"] = ("3 the full row with three heads (seeds 42, 43, 44) on the same cached states, "
+                     "scoring with the mean of their probabilities",
+                     dataclasses.replace(RECIPES["full"][1], heads=3))
+RECIPES["fullo3h"] = ("3 the fullo row with three heads (the quick profile's recipe, its heads' mean)",
+                      dataclasses.replace(RECIPES["fullo"][1], heads=3))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 

@@ -533,3 +533,43 @@ def test_the_gru_head_matches_a_bidirectional_gru_on_packed_clips_and_loads_its_
                                                             total_length=9)
         expected = head.out(torch.cat([x, context], dim=-1)).squeeze(-1)
         torch.testing.assert_close(head(hidden, valid), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_several_heads_score_with_the_mean_of_their_probabilities_and_save_and_load_alike(tiny_whisper, monkeypatch,
+                                                                                          tmp_path):
+    from heardet.approaches.finetune.train import encoder_states
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(8)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    one = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, encoder_lr=0.0, head_lr=1e-3,
+                         max_seconds=2.0, device="cpu", frame_head="gru", feature_dropout=0.3)
+    three = dataclasses.replace(one, heads=3)
+    fitted = fit(examples, three, tiny_factory(tiny_whisper), progress=False)
+    model = fitted.model
+    assert model.heads == 3 and fitted.steps == 3 * 2 * 2
+    single = fit(examples, one, tiny_factory(tiny_whisper), progress=False)
+    states = encoder_states(model, fitted.feature_extractor, examples, one, progress=False)
+    hidden, valid = pad_states(states, model.device)
+    with torch.no_grad():
+        logits, frames = model.classify_cached(hidden, valid)
+        each = [model._frames(hidden, valid, model.head, model.mix),
+                *(model._frames(hidden, valid, r.head, r.mix) for r in model.extra_heads)]
+        first = single.model.classify_cached(hidden, valid)
+    # the first head is the one-head model's; the others trained from other seeds; the model scores their mean
+    np.testing.assert_allclose(each[0][1], first[1], atol=1e-6)
+    probabilities = torch.stack([torch.sigmoid(clip) for clip, _ in each])
+    assert (probabilities.max(0).values - probabilities.min(0).values).max() > 1e-3, "the heads are not distinct"
+    np.testing.assert_allclose(torch.softmax(logits, -1)[:, 1], probabilities.mean(0), atol=1e-5)
+    np.testing.assert_allclose(frames, torch.stack([f for _, f in each]).mean(0), atol=1e-5)
+
+    before = predict_audio(model, fitted.feature_extractor, audios, 2.0, 4, 0.5)
+    save_classifier(model, fitted.feature_extractor, three, 0.5, tmp_path / "clf")
+    loaded = load_classifier(tmp_path / "clf")
+    assert loaded.model.heads == 3 and loaded.meta["heads"] == 3
+    after = loaded.predict(audios, batch_size=4)
+    np.testing.assert_allclose([s.score for s in after], [s.score for s in before], atol=1e-6)
+    assert [s.phrase_start_s for s in after] == pytest.approx([s.phrase_start_s for s in before], abs=1e-6)
+    for bad in ({"encoder_lr": 1e-5}, {"pooling": "mean"}):
+        with pytest.raises(ValueError, match=r"FinetuneConfig\.heads=2 is invalid"):
+            FinetuneConfig(heads=2, **{"encoder_lr": 0.0, **bad})

@@ -17,6 +17,13 @@ recipe), or ``all``, a learned softmax-weighted sum of every layer's output, lay
 The final layer is shaped for Whisper's decoder; the middle layers keep more of the sound, and
 the mix lets the head pick (``benchmarks/quality.py`` measures both).
 
+``heads``: with frame pooling, the model may hold several heads (each its own layer mix and frame
+head) trained with different seeds on the same frozen encoder's states. The encoder runs once; the
+clip's phrase probability is the mean of the heads', and its frame logits the mean of theirs. One
+head's decisions on voices it never saw move with its seed (``benchmarks/quality.md``); the mean of a
+few moves less. Only the first head ever trains inside the model: the others are trained on their
+own and added with :meth:`EncoderClassifier.add_head`.
+
 ``center``: subtract each clip's mean state (over its valid frames, after the layer mix) from
 every frame before the head. What is constant across a clip (the voice, the speech engine, the
 channel) then drops out and the head sees how each frame differs from the rest of its clip, as
@@ -64,8 +71,8 @@ logger = logging.getLogger(__name__)
 N_CLASSES = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "encoder_classifier.json"
-FORMAT_VERSION = 5  # 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``; 1 is mean pooling,
-# 1-2 the last layer, 1-3 conv, 1-4 uncentred
+FORMAT_VERSION = 6  # 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``, 6 ``heads``; 1 is mean
+# pooling, 1-2 the last layer, 1-3 conv, 1-4 uncentred, 1-5 one head
 POOLINGS = ("frames", "mean")
 FRAME_HEADS = ("conv", "gru")
 LAYER_CHOICES = ("last", "all")
@@ -246,6 +253,15 @@ class ChannelDropout(nn.Module):
         return hidden * keep.to(hidden.dtype) / (1.0 - self.p)
 
 
+class Readout(nn.Module):
+    """One more head of an :class:`EncoderClassifier`: its own layer mix (or None) and frame head."""
+
+    def __init__(self, head: nn.Module, mix: nn.Module | None):
+        super().__init__()
+        self.head = head
+        self.mix = mix
+
+
 class EncoderClassifier(nn.Module):
     """Whisper encoder -> a frame head with soft-maximum pooling, or masked mean pooling -> ``Linear(d_model, 2)``.
 
@@ -257,10 +273,13 @@ class EncoderClassifier(nn.Module):
         layers: ``last`` or ``all`` (a learned mix of every layer's output; see the module docstring).
         frame_head: ``conv`` or ``gru``, what scores the frames (``pooling="frames"``; see the module docstring).
         center: subtract each clip's mean state from its frames before the head (see the module docstring).
+        heads: how many heads score the frames (``pooling="frames"``; see the module docstring). The first is
+            ``head`` and ``mix``; the others, ``extra_heads``, start untrained here and are filled by loading saved
+            weights (a model being trained gets them from :meth:`add_head`).
     """
 
     def __init__(self, encoder: nn.Module, dropout: float = 0.2, pooling: str = "mean", layers: str = "last",
-                 frame_head: str = "conv", center: bool = False):
+                 frame_head: str = "conv", center: bool = False, heads: int = 1):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -272,6 +291,8 @@ class EncoderClassifier(nn.Module):
             raise ValueError(f"frame_head must be one of {FRAME_HEADS}, got {frame_head!r}")
         if center and pooling == "mean":
             raise ValueError("center=True needs pooling='frames': a centred clip's mean is zero")
+        if not isinstance(heads, int) or heads < 1 or (heads > 1 and pooling != "frames"):
+            raise ValueError(f"heads must be an integer >= 1, and 1 with pooling='mean', got {heads!r}")
         self.encoder = encoder
         self.pooling = pooling
         self.layers = layers
@@ -283,10 +304,30 @@ class EncoderClassifier(nn.Module):
             nn.Linear(d_model, N_CLASSES)
         self.mix = LayerMix(len(encoder.layers), d_model) if layers == "all" else None
         self.channel_dropout = ChannelDropout()  # training sets its ``p`` (FinetuneConfig.feature_dropout)
+        self.extra_heads = nn.ModuleList(
+            Readout(make_frame_head(frame_head, d_model, dropout),
+                    LayerMix(len(encoder.layers), d_model) if layers == "all" else None) for _ in range(heads - 1))
+
+    @property
+    def heads(self) -> int:
+        """How many heads score the frames (the first, and :attr:`extra_heads`)."""
+        return 1 + len(self.extra_heads)
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """Everything that is not the encoder: the head, and the layer mix when there is one."""
+        """What the first head trains: the head, and the layer mix when there is one (not :attr:`extra_heads`)."""
         return [*self.head.parameters(), *(self.mix.parameters() if self.mix is not None else ())]
+
+    def add_head(self, other: EncoderClassifier) -> None:
+        """Score with ``other``'s head too, from now on: its layer mix and frame head join :attr:`extra_heads`.
+
+        ``other`` must read the same encoder (trained on the same frozen states) with the same kind of head.
+        """
+        kind = (self.pooling, self.layers, self.frame_head, self.center)
+        if other.encoder is not self.encoder or (other.pooling, other.layers, other.frame_head, other.center) != kind:
+            raise ValueError(f"add_head needs a head of the same kind {kind} on this model's own encoder")
+        if self.pooling != "frames" or other.heads != 1:
+            raise ValueError("add_head adds one frame-pooling head at a time")
+        self.extra_heads.append(Readout(other.head, other.mix).to(self.device))
 
     @classmethod
     def from_pretrained(cls, name_or_bundle: Any, dropout: float = 0.2, device: str = "cpu",
@@ -308,6 +349,12 @@ class EncoderClassifier(nn.Module):
         if (pooling, layers, frame_head, bool(center)) == (self.pooling, self.layers, self.frame_head, self.center):
             return self
         return EncoderClassifier(self.encoder, self.dropout.p, pooling, layers, frame_head, center).to(self.device)
+
+    def fresh_head(self) -> EncoderClassifier:
+        """This encoder with a new, untrained head of the same kind (one head), for :meth:`add_head` once trained."""
+        fresh = EncoderClassifier(self.encoder, self.dropout.p, self.pooling, self.layers, self.frame_head, self.center)
+        fresh.channel_dropout.p = self.channel_dropout.p
+        return fresh.to(self.device)
 
     @property
     def max_frames(self) -> int:
@@ -386,17 +433,33 @@ class EncoderClassifier(nn.Module):
 
     def classify(self, hidden: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class logits ``[batch, 2]`` from encoder states (index 1 = the phrase is said), and the
-        frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too."""
-        if self.mix is not None:
-            hidden = self.mix(hidden)
+        frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too.
+
+        With several heads, the clip's phrase probability is the mean of theirs, and the frame logits the mean of
+        theirs."""
+        if self.pooling == "mean":
+            return self.head(self.dropout(masked_mean(self._features(hidden, valid, self.mix), valid))), None
+        clip, frames = self._frames(hidden, valid, self.head, self.mix)
+        if self.extra_heads:
+            scored = [(clip, frames), *(self._frames(hidden, valid, r.head, r.mix) for r in self.extra_heads)]
+            probability = torch.stack([torch.sigmoid(c.float()) for c, _ in scored]).mean(dim=0)
+            clip = torch.logit(probability, eps=1e-6).to(clip.dtype)
+            frames = torch.stack([f for _, f in scored]).mean(dim=0)
+        return torch.stack([torch.zeros_like(clip), clip], dim=-1), frames
+
+    def _features(self, hidden: torch.Tensor, valid: torch.Tensor, mix: nn.Module | None) -> torch.Tensor:
+        """What a head reads: the layer mix (when there is one), centred if asked, channel dropout in training."""
+        if mix is not None:
+            hidden = mix(hidden)
         if self.center:  # padded frames need no zeroing: the frame heads mask their input (``_FirstConv.first``)
             hidden = hidden - masked_mean(hidden, valid).unsqueeze(1)
-        hidden = self.channel_dropout(hidden)
-        if self.pooling == "mean":
-            return self.head(self.dropout(masked_mean(hidden, valid))), None
-        frames = self.head(self.dropout(hidden), valid)
-        clip = soft_max_pool(frames, valid)
-        return torch.stack([torch.zeros_like(clip), clip], dim=-1), frames
+        return self.channel_dropout(hidden)
+
+    def _frames(self, hidden: torch.Tensor, valid: torch.Tensor, head: nn.Module,
+                mix: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame head's clip logit ``[batch]`` (soft maximum) and frame logits ``[batch, frames]``."""
+        frames = head(self.dropout(self._features(hidden, valid, mix)), valid)
+        return soft_max_pool(frames, valid), frames
 
     def classify_cached(self, hidden: torch.Tensor, valid: torch.Tensor,
                         top_layers: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -623,6 +686,7 @@ def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureE
         "layers": model.layers,
         "frame_head": model.frame_head,
         "center": model.center,
+        "heads": model.heads,
         "n_classes": N_CLASSES,
         "threshold": float(threshold),
         "max_seconds": float(max_seconds),
@@ -659,7 +723,8 @@ def load_classifier(directory: str | Path, device: str = "cpu") -> LoadedClassif
                          f"this heardet reads 1 to {FORMAT_VERSION}")
     encoder = WhisperEncoder(WhisperConfig.from_dict(meta["encoder_config"]))
     model = EncoderClassifier(encoder, meta["dropout"], meta.get("pooling", "mean"), meta.get("layers", "last"),
-                              meta.get("frame_head", "conv"), bool(meta.get("center", False)))
+                              meta.get("frame_head", "conv"), bool(meta.get("center", False)),
+                              int(meta.get("heads", 1)))
     model.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
     model.to(torch_device(device)).eval()
     feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root))

@@ -126,6 +126,10 @@ class FinetuneConfig:
             of their own that must score "no phrase"; that loss is added at this weight (0 = off). It is
             the per-frame target from the bounds in the pooling's own terms: the rest of a positive
             clip is a negative, and the phrase's own frames are left to the clip label.
+        heads: stage (a) trains this many frame heads on the same cached states, the first with ``seed``, the
+            others with ``seed + 1``, ``seed + 2``…, and the model scores with the mean of their phrase probabilities
+            (:class:`~heardet.approaches.finetune.model.EncoderClassifier`). Each costs one head's training time; the
+            encoder still runs once per clip.
         threshold: the saved model's decision threshold on the phrase probability, in (0, 1); -1
             chooses it on the out-of-fold scores (max macro F1). Those come from fold models
             trained on part of the clips, not from the final model, and the arg-max moves with a
@@ -174,6 +178,8 @@ class FinetuneConfig:
                                      "Training drops this share of each clip's feature channels (all frames alike).")
     outside_weight: float = setting(0.0, "a number >= 0 (0 = off)", is_number(0),
                                     "Weight of the loss on each training positive's frames away from its phrase.")
+    heads: int = setting(1, "an integer >= 1", is_int(1),
+                         "Frame heads trained with successive seeds on the frozen encoder's states; their mean scores.")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
                                "Decision threshold of the saved model; -1 chooses it on the out-of-fold scores.")
 
@@ -200,6 +206,9 @@ class FinetuneConfig:
             "outside_weight": (self.outside_weight == 0 or (self.pooling == "frames" and self.cached),
                                "0, or with pooling='frames' and cached states (encoder_lr=0, or top_layers > 0): "
                                "the frames away from the phrase are known only in the fixed crops the cache holds"),
+            "heads": (self.heads == 1 or (self.pooling == "frames" and self.frozen),
+                      "1, or with pooling='frames' and a frozen encoder (encoder_lr=0, augment=False): the heads share "
+                      "one encoder's cached states"),
             "center": (not self.center or self.pooling == "frames",
                        "False with pooling='mean' (a centred clip's mean is zero: nothing would be left to classify)")})
 
@@ -394,7 +403,7 @@ def _outside_loss(frames: torch.Tensor, masks: Sequence[np.ndarray | None]) -> t
 def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray, config: FinetuneConfig,
                fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None,
                top_layers: int = 0, first_step: int = 0,
-               outside: Sequence[np.ndarray | None] | None = None) -> int:
+               outside: Sequence[np.ndarray | None] | None = None, head: int = 0) -> int:
     """Train ``model`` in place on cached encoder ``states``; returns the steps taken.
 
     With ``top_layers=0`` this is stage (a): only the head (and layer mix) trains, at ``head_lr``,
@@ -402,7 +411,7 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     the cached states (:meth:`EncoderClassifier.rerun_top`) and train at ``encoder_lr`` together
     with the head, for ``top_epochs``. ``first_step`` numbers the steps on from an earlier stage.
     ``outside`` (:func:`outside_frames`, one per state) adds ``config.outside_weight`` times the loss on
-    the positives' frames away from their phrase.
+    the positives' frames away from their phrase. ``head`` numbers the head in the progress bar (of ``config.heads``).
     """
     device = config.torch_device()
     model.to(device).train()
@@ -422,7 +431,8 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     loss_fn = torch.nn.CrossEntropyLoss()
     n, step = len(states), first_step
     epochs = config.top_epochs if top_layers else config.epochs
-    stage = f"top {top_layers} layers" if top_layers else "head"
+    stage = f"top {top_layers} layers" if top_layers else "head" if config.heads == 1 else \
+        f"head {head + 1} of {config.heads}"
     desc = f"fold {fold} ({stage})" if fold is not None else f"final fit ({stage})"
     with tqdm(total=epochs * math.ceil(n / config.batch_size), desc=desc, unit="step",
               disable=not progress, leave=fold is None) as bar:
@@ -460,9 +470,18 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
 def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray, config: FinetuneConfig,
                  fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None,
                  outside: Sequence[np.ndarray | None] | None = None) -> tuple[int, dict[str, float]]:
-    """Stage (a), then stage (b) when ``config.top_layers`` asks for it; returns the steps and each stage's seconds."""
+    """Stage (a), then stage (b) when ``config.top_layers`` asks for it; returns the steps and each stage's seconds.
+
+    With ``config.heads > 1``, stage (a) trains that many heads one after the other, each from its own seed, and
+    adds the others to ``model`` (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_head`)."""
     started = time.perf_counter()
     steps = train_head(model, states, labels, config, fold, progress, on_step, outside=outside)
+    for k in range(1, config.heads):
+        torch.manual_seed(config.seed + k)  # the head's initial weights
+        other = model.fresh_head()
+        steps += train_head(other, states, labels, dataclasses.replace(config, seed=config.seed + k), fold, progress,
+                            on_step, first_step=steps, outside=outside, head=k)
+        model.add_head(other)
     seconds = {"head": time.perf_counter() - started}
     if config.top_layers:
         started = time.perf_counter()
