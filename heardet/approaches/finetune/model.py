@@ -322,9 +322,8 @@ class EncoderClassifier(nn.Module):
 
         ``other`` must read the same encoder (trained on the same frozen states) with the same kind of head.
         """
-        kind = (self.pooling, self.layers, self.frame_head, self.center)
-        if other.encoder is not self.encoder or (other.pooling, other.layers, other.frame_head, other.center) != kind:
-            raise ValueError(f"add_head needs a head of the same kind {kind} on this model's own encoder")
+        if other.encoder is not self.encoder or other.head_kind != self.head_kind:
+            raise ValueError(f"add_head needs a head of the same kind {self.head_kind} on this model's own encoder")
         if self.pooling != "frames" or other.heads != 1:
             raise ValueError("add_head adds one frame-pooling head at a time")
         self.extra_heads.append(Readout(other.head, other.mix).to(self.device))
@@ -343,18 +342,23 @@ class EncoderClassifier(nn.Module):
         """
         return cls(_whisper_model(name_or_bundle, device).model.encoder, dropout, pooling)
 
+    @property
+    def head_kind(self) -> tuple[str, str, str, bool]:
+        """``(pooling, layers, frame_head, center)``: what a head of this model reads and how it scores."""
+        return self.pooling, self.layers, self.frame_head, self.center
+
     def with_head(self, pooling: str, layers: str = "last", frame_head: str = "conv",
                   center: bool = False) -> EncoderClassifier:
         """This encoder with a fresh head of ``pooling`` on ``layers`` (itself when it already has that head)."""
-        if (pooling, layers, frame_head, bool(center)) == (self.pooling, self.layers, self.frame_head, self.center):
+        if (pooling, layers, frame_head, bool(center)) == self.head_kind:
             return self
         return EncoderClassifier(self.encoder, self.dropout.p, pooling, layers, frame_head, center).to(self.device)
 
     def fresh_head(self) -> EncoderClassifier:
         """This encoder with a new, untrained head of the same kind (one head), for :meth:`add_head` once trained."""
-        fresh = EncoderClassifier(self.encoder, self.dropout.p, self.pooling, self.layers, self.frame_head, self.center)
+        fresh = EncoderClassifier(self.encoder, self.dropout.p, *self.head_kind).to(self.device)
         fresh.channel_dropout.p = self.channel_dropout.p
-        return fresh.to(self.device)
+        return fresh
 
     @property
     def max_frames(self) -> int:
