@@ -573,3 +573,68 @@ def test_several_heads_score_with_the_mean_of_their_probabilities_and_save_and_l
     for bad in ({"encoder_lr": 1e-5}, {"pooling": "mean"}):
         with pytest.raises(ValueError, match=r"FinetuneConfig\.heads=2 is invalid"):
             FinetuneConfig(heads=2, **{"encoder_lr": 0.0, **bad})
+
+
+def test_a_weighted_clip_counts_in_the_loss_as_that_many_copies_of_it():
+    from heardet.approaches.finetune.train import _clip_loss
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(4, 2), torch.tensor([1, 0, 0, 1])
+    weights, rows = np.array([9.0, 1.0, 3.0, 1.0, 1.0]), np.array([4, 1, 2, 3])  # rows of the whole set
+    repeated = [0, 1, 2, 2, 2, 3]  # clip 2 (row 2, weight 3) three times
+    torch.testing.assert_close(_clip_loss(logits, target, weights, rows),
+                               torch.nn.functional.cross_entropy(logits[repeated], target[repeated]))
+    torch.testing.assert_close(_clip_loss(logits, target, None, rows), torch.nn.functional.cross_entropy(logits, target))
+
+
+def test_hard_negative_weight_pushes_the_near_misses_down_and_kinds_come_from_the_manifest(
+        tiny_whisper, monkeypatch, tmp_path, caplog):
+    import json
+
+    import soundfile as sf
+
+    from heardet.approaches.finetune.train import clip_weights, prepare_examples
+    from heardet.data import load_dataset
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    # Positives: a long burst. Near misses: a shorter burst in the same place, so they share half the cue.
+    audios, labels, bounds, kinds = [], [], [], []
+    for i in range(16):
+        base, kind = noise(2.0, seed=300 + i), ("positive", "hard_negative", "negative", "hard_negative")[i % 4]
+        audios.append(with_burst(base, 0.4 + 0.05 * (i % 3), 0.6) if kind == "positive" else
+                      with_burst(base, 0.4 + 0.05 * (i % 3), 0.25) if kind == "hard_negative" else base)
+        labels.append(int(kind == "positive"))
+        bounds.append(((0.4, 1.0),) if kind == "positive" else ())
+        kinds.append(kind)
+    root = tmp_path / "data"
+    (root / "wav_train").mkdir(parents=True)
+    (root / "wav_test").mkdir()
+    for i, audio in enumerate(audios):
+        sf.write(root / "wav_train" / f"c{i:02d}.wav", audio, SAMPLE_RATE)
+    (root / "word_bounds.json").write_text(json.dumps({f"c{i:02d}": [list(b) for b in bounds[i]]
+                                                      for i in range(16) if labels[i]}))
+    (root / "manifest.jsonl").write_text("".join(json.dumps({"id": f"c{i:02d}", "kind": k}) + "\n"
+                                                 for i, k in enumerate(kinds)))
+    examples = prepare_examples(load_dataset(root).train, progress=False)
+    assert examples.kinds == tuple(kinds) and examples.subset([1, 2]).kinds == ("hard_negative", "negative")
+
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=6, batch_size=4, encoder_lr=0.0, head_lr=3e-3,
+                            max_seconds=2.0, device="cpu")
+    assert clip_weights(examples, config) is None
+    weights = clip_weights(examples, dataclasses.replace(config, hard_negative_weight=4.0))
+    assert np.array_equal(weights, [4.0 if k == "hard_negative" else 1.0 for k in kinds])
+    near = [i for i, k in enumerate(kinds) if k == "hard_negative"]
+    mean_near = {}
+    for w in (1.0, 8.0):
+        fitted = fit(examples, dataclasses.replace(config, hard_negative_weight=w), tiny_factory(tiny_whisper),
+                     progress=False)
+        mean_near[w] = float(np.mean([r.score for r in predict_audio(fitted.model, fitted.feature_extractor,
+                                                                      [audios[i] for i in near], 2.0)]))
+    assert mean_near[8.0] < mean_near[1.0], mean_near
+
+    without_kinds = LabelledAudio.from_arrays(audios, labels, bounds)
+    with caplog.at_level("WARNING"):
+        assert clip_weights(without_kinds, dataclasses.replace(config, hard_negative_weight=4.0)) is None
+    assert "hard_negative_weight=4 has no effect" in caplog.text
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.hard_negative_weight=0.0 is invalid"):
+        FinetuneConfig(hard_negative_weight=0.0)

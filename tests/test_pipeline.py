@@ -44,6 +44,8 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     assert finetune["params.center"] == tune["params.center"] == str(PROFILES["smoke"].center).lower() == "true"
     assert float(finetune["params.outside_weight"]) == float(tune["params.outside_weight"]) \
         == PROFILES["smoke"].outside_weight > 0
+    assert float(finetune["params.hard_negative_weight"]) == float(tune["params.hard_negative_weight"]) \
+        == PROFILES["smoke"].hard_negative_weight != 1
     assert int(finetune["params.heads"]) == PROFILES["smoke"].heads  # the profile's heads reach the fine-tune
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("heardet-ensemble", "production").version) == "1"

@@ -126,6 +126,9 @@ class FinetuneConfig:
             of their own that must score "no phrase"; that loss is added at this weight (0 = off). It is
             the per-frame target from the bounds in the pooling's own terms: the rest of a positive
             clip is a negative, and the phrase's own frames are left to the clip label.
+        hard_negative_weight: each training clip the data marks as a near miss (manifest ``kind``
+            ``hard_negative``: a rhyme such as «не спишу», another form of the verb such as «не слышим») counts this
+            many times in the loss (1 = like any clip). Clips without a kind count once.
         heads: stage (a) trains this many frame heads on the same cached states, the first with ``seed``, the
             others with ``seed + 1``, ``seed + 2``…, and the model scores with the mean of their phrase probabilities
             (:class:`~heardet.approaches.finetune.model.EncoderClassifier`). Each costs one head's training time; the
@@ -178,6 +181,8 @@ class FinetuneConfig:
                                      "Training drops this share of each clip's feature channels (all frames alike).")
     outside_weight: float = setting(0.0, "a number >= 0 (0 = off)", is_number(0),
                                     "Weight of the loss on each training positive's frames away from its phrase.")
+    hard_negative_weight: float = setting(1.0, "a number > 0", is_number(0, low_open=True),
+                                          "Loss weight of training clips marked as near misses (kind hard_negative).")
     heads: int = setting(1, "an integer >= 1", is_int(1),
                          "Frame heads trained with successive seeds on the frozen encoder's states; their mean scores.")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
@@ -238,13 +243,15 @@ class LabelledAudio:
     voices: tuple[str, ...] = ()  # one per clip when known (synth data): folds never split a voice
     engines: tuple[str, ...] = ()  # one per clip when known: for the leave-one-engine-out score
     banks: Banks = Banks()  # room impulse responses and background speech for training-time augmentation
+    kinds: tuple[str, ...] = ()  # one per clip when known (synth data): ``hard_negative`` marks a near miss
 
     def __post_init__(self) -> None:
         sizes = {"ids": len(self.ids), "audios": len(self.audios), "labels": len(self.labels),
                  "bounds": len(self.bounds)}
-        sizes.update({k: len(v) for k, v in (("voices", self.voices), ("engines", self.engines)) if v})
+        sizes.update({k: len(v) for k, v in (("voices", self.voices), ("engines", self.engines),
+                                             ("kinds", self.kinds)) if v})
         if len(set(sizes.values())) != 1:
-            raise ValueError(f"LabelledAudio needs one id, array, label and bounds (and voice and engine, where "
+            raise ValueError(f"LabelledAudio needs one id, array, label and bounds (and voice, engine and kind, where "
                              f"given) per clip; got {sizes}")
         if not set(np.unique(self.labels).tolist()) <= {0, 1}:
             raise ValueError(f"labels must be 0 or 1, found {sorted(set(np.unique(self.labels).tolist()))}")
@@ -264,7 +271,7 @@ class LabelledAudio:
             return tuple(values[i] for i in rows) if values else ()
 
         return LabelledAudio(pick(self.ids), pick(self.audios), self.labels[np.asarray(rows, dtype=int)],
-                             pick(self.bounds), pick(self.voices), pick(self.engines), self.banks)
+                             pick(self.bounds), pick(self.voices), pick(self.engines), self.banks, pick(self.kinds))
 
     def subsample(self, max_clips: int, seed: int) -> LabelledAudio:
         """A stratified subsample of ``max_clips`` clips (all of them when 0 or more than there are)."""
@@ -333,7 +340,8 @@ def prepare_examples(clips: Sequence[Clip], max_clips: int = 0, seed: int = 42,
     examples = LabelledAudio(tuple(c.id for c in kept), tuple(a for _, a in loaded),
                              np.asarray([c.label for c in kept], dtype=int), tuple(tuple(c.bounds) for c in kept),
                              tuple(groups_of(kept, "voice") or ()), tuple(groups_of(kept, "engine") or ()),
-                             Banks.of_dataset(roots.pop()) if len(roots) == 1 else Banks())
+                             Banks.of_dataset(roots.pop()) if len(roots) == 1 else Banks(),
+                             tuple(groups_of(kept, "kind") or ()))
     return examples.subsample(max_clips, seed)
 
 
@@ -388,6 +396,32 @@ def outside_frames(examples: LabelledAudio, states: Sequence[np.ndarray],
     return masks
 
 
+HARD_NEGATIVE = "hard_negative"  # the manifest kind of a near miss (heardet.synth)
+
+
+def clip_weights(examples: LabelledAudio, config: FinetuneConfig) -> np.ndarray | None:
+    """Each clip's weight in the training loss: ``config.hard_negative_weight`` for a near miss, 1 for any other
+    clip; None when every clip weighs 1 (the weight is 1, or the clips carry no kind, which a warning says)."""
+    if config.hard_negative_weight == 1:
+        return None
+    if not examples.kinds:
+        logger.warning("FinetuneConfig.hard_negative_weight=%g has no effect: the training clips carry no kind "
+                       "(a dataset's manifest.jsonl gives each clip one, %r for a near miss)",
+                       config.hard_negative_weight, HARD_NEGATIVE)
+        return None
+    return np.where(np.asarray(examples.kinds) == HARD_NEGATIVE, config.hard_negative_weight, 1.0)
+
+
+def _clip_loss(logits: torch.Tensor, target: torch.Tensor, weights: np.ndarray | None,
+               rows: np.ndarray) -> torch.Tensor:
+    """Cross-entropy of a batch's clip logits, each clip weighted by ``weights[rows]`` (all alike when None)."""
+    if weights is None:
+        return torch.nn.functional.cross_entropy(logits.float(), target)
+    losses = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
+    w = torch.as_tensor(weights[rows], dtype=losses.dtype, device=losses.device)
+    return (losses * w).sum() / w.sum()
+
+
 def _outside_loss(frames: torch.Tensor, masks: Sequence[np.ndarray | None]) -> torch.Tensor | None:
     """Mean log loss of "no phrase" for the soft maximum of each masked clip's away frames (None when none has them)."""
     rows = [k for k, m in enumerate(masks) if m is not None]
@@ -403,7 +437,8 @@ def _outside_loss(frames: torch.Tensor, masks: Sequence[np.ndarray | None]) -> t
 def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray, config: FinetuneConfig,
                fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None,
                top_layers: int = 0, first_step: int = 0,
-               outside: Sequence[np.ndarray | None] | None = None, head: int = 0) -> int:
+               outside: Sequence[np.ndarray | None] | None = None, head: int = 0,
+               weights: np.ndarray | None = None) -> int:
     """Train ``model`` in place on cached encoder ``states``; returns the steps taken.
 
     With ``top_layers=0`` this is stage (a): only the head (and layer mix) trains, at ``head_lr``,
@@ -412,6 +447,7 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     with the head, for ``top_epochs``. ``first_step`` numbers the steps on from an earlier stage.
     ``outside`` (:func:`outside_frames`, one per state) adds ``config.outside_weight`` times the loss on
     the positives' frames away from their phrase. ``head`` numbers the head in the progress bar (of ``config.heads``).
+    ``weights`` (:func:`clip_weights`, one per state) weigh each clip's loss.
     """
     device = config.torch_device()
     model.to(device).train()
@@ -428,7 +464,6 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
         groups.append({"params": top, "lr": config.encoder_lr})
         trained = trained + top
     optimizer = torch.optim.Adam(groups)
-    loss_fn = torch.nn.CrossEntropyLoss()
     n, step = len(states), first_step
     epochs = config.top_epochs if top_layers else config.epochs
     stage = f"top {top_layers} layers" if top_layers else "head" if config.heads == 1 else \
@@ -447,7 +482,7 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
                 target = torch.as_tensor(labels[rows], dtype=torch.long, device=device)
                 with autocast(device):
                     logits, frames = model.classify_cached(hidden, valid, top_layers)
-                loss = loss_fn(logits.float(), target)
+                loss = _clip_loss(logits, target, weights, rows)
                 if outside is not None and config.outside_weight > 0:
                     extra = _outside_loss(frames, [outside[i] for i in rows])
                     if extra is not None:
@@ -469,24 +504,25 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
 
 def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray, config: FinetuneConfig,
                  fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None,
-                 outside: Sequence[np.ndarray | None] | None = None) -> tuple[int, dict[str, float]]:
+                 outside: Sequence[np.ndarray | None] | None = None,
+                 weights: np.ndarray | None = None) -> tuple[int, dict[str, float]]:
     """Stage (a), then stage (b) when ``config.top_layers`` asks for it; returns the steps and each stage's seconds.
 
     With ``config.heads > 1``, stage (a) trains that many heads one after the other, each from its own seed, and
     adds the others to ``model`` (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_head`)."""
     started = time.perf_counter()
-    steps = train_head(model, states, labels, config, fold, progress, on_step, outside=outside)
+    steps = train_head(model, states, labels, config, fold, progress, on_step, outside=outside, weights=weights)
     for k in range(1, config.heads):
         torch.manual_seed(config.seed + k)  # the head's initial weights
         other = model.fresh_head()
         steps += train_head(other, states, labels, dataclasses.replace(config, seed=config.seed + k), fold, progress,
-                            on_step, first_step=steps, outside=outside, head=k)
+                            on_step, first_step=steps, outside=outside, head=k, weights=weights)
         model.add_head(other)
     seconds = {"head": time.perf_counter() - started}
     if config.top_layers:
         started = time.perf_counter()
         steps += train_head(model, states, labels, config, fold, progress, on_step, config.top_layers, steps,
-                            outside)
+                            outside, weights=weights)
         seconds["top"] = time.perf_counter() - started
     return steps, seconds
 
@@ -515,10 +551,11 @@ def encoder_states(model: EncoderClassifier, feature_extractor: WhisperFeatureEx
 
 def train_model(model: EncoderClassifier, feature_extractor: WhisperFeatureExtractor, examples: LabelledAudio,
                 config: FinetuneConfig, fold: int | None = None, progress: bool = True,
-                on_step: StepCallback | None = None) -> int:
+                on_step: StepCallback | None = None, weights: np.ndarray | None = None) -> int:
     """Train ``model`` in place on ``examples``; returns the number of optimiser steps.
 
     ``on_step(fold, step, loss)`` is called after every step (``fold`` is None for the final fit).
+    ``weights`` (:func:`clip_weights`, one per clip) weigh each clip's loss.
     """
     device = config.torch_device()
     model.to(device).train()
@@ -528,7 +565,6 @@ def train_model(model: EncoderClassifier, feature_extractor: WhisperFeatureExtra
     encoder_params = [p for n, p in model.encoder.named_parameters() if not n.startswith("embed_positions")]
     optimizer = torch.optim.Adam([{"params": encoder_params, "lr": config.encoder_lr},
                                   {"params": model.head_parameters(), "lr": config.head_lr}])
-    loss_fn = torch.nn.CrossEntropyLoss()
     train_encoder = config.encoder_lr > 0
     _set_encoder_trainable(model, train_encoder and config.freeze_encoder_steps == 0)
     n = len(examples.ids)
@@ -552,7 +588,7 @@ def train_model(model: EncoderClassifier, feature_extractor: WhisperFeatureExtra
                 target = torch.as_tensor(examples.labels[rows], dtype=torch.long, device=device)
                 with autocast(device):
                     logits = model(feats, lengths)
-                loss = loss_fn(logits.float(), target)
+                loss = _clip_loss(logits, target, weights, rows)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
@@ -630,6 +666,7 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
     started = time.perf_counter()
     states = encoder_states(base, feature_extractor, examples, config, progress) if config.cached else None
     outside = outside_frames(examples, states, config.max_seconds) if states and config.outside_weight else None
+    weights = clip_weights(examples, config)
     oof = np.zeros(len(examples.ids))
     fold_scores: list[Scores] = []
     extra: dict[str, list] = {"seconds": [], "val_loss": [], "steps": [], "ids": list(examples.ids),
@@ -642,14 +679,15 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
         if states is not None:
             steps, stage_seconds = train_cached(model, [states[i] for i in train_rows], examples.labels[train_rows],
                                                 config, fold, progress, on_step,
-                                                [outside[i] for i in train_rows] if outside else None)
+                                                [outside[i] for i in train_rows] if outside else None,
+                                                None if weights is None else weights[train_rows])
             for name, value in stage_seconds.items():
                 extra.setdefault(f"{name}_seconds", []).append(value)
             probs, val_loss = head_scores(model, [states[i] for i in val_rows], val.labels,
                                           top_layers=config.top_layers)
         else:
             steps = train_model(model, feature_extractor, examples.subset(train_rows), config, fold, progress,
-                                on_step)
+                                on_step, None if weights is None else weights[train_rows])
             probs, val_loss = evaluate(model, feature_extractor, val, config)
         oof[val_rows] = probs
         fold_score = score(val.labels, (probs >= 0.5).astype(int))
@@ -709,14 +747,16 @@ def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
     started = time.perf_counter()
     model, feature_extractor = _base_model(config, encoder_factory)
     states, stage_seconds = None, {}
+    weights = clip_weights(examples, config)
     if config.cached:
         states = encoder_states(model, feature_extractor, examples, config, progress)
         stage_seconds["encode"] = time.perf_counter() - started
         outside = outside_frames(examples, states, config.max_seconds) if config.outside_weight else None
-        steps, trained = train_cached(model, states, examples.labels, config, None, progress, on_step, outside)
+        steps, trained = train_cached(model, states, examples.labels, config, None, progress, on_step, outside,
+                                      weights)
         stage_seconds.update(trained)
     else:
-        steps = train_model(model, feature_extractor, examples, config, None, progress, on_step)
+        steps = train_model(model, feature_extractor, examples, config, None, progress, on_step, weights)
     seconds = time.perf_counter() - started
     logger.info("final fit on %d clips: %d steps, %.1f s (%s)", len(examples.ids), steps, seconds,
                 ", ".join(f"{k} {v:.0f} s" for k, v in stage_seconds.items()) or "from audio")
