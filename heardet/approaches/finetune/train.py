@@ -676,18 +676,18 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
         started = time.perf_counter()
         model = copy.deepcopy(base)
         val = examples.subset(val_rows)
+        fold_weights = None if weights is None else weights[train_rows]
         if states is not None:
             steps, stage_seconds = train_cached(model, [states[i] for i in train_rows], examples.labels[train_rows],
                                                 config, fold, progress, on_step,
-                                                [outside[i] for i in train_rows] if outside else None,
-                                                None if weights is None else weights[train_rows])
+                                                [outside[i] for i in train_rows] if outside else None, fold_weights)
             for name, value in stage_seconds.items():
                 extra.setdefault(f"{name}_seconds", []).append(value)
             probs, val_loss = head_scores(model, [states[i] for i in val_rows], val.labels,
                                           top_layers=config.top_layers)
         else:
             steps = train_model(model, feature_extractor, examples.subset(train_rows), config, fold, progress,
-                                on_step, None if weights is None else weights[train_rows])
+                                on_step, fold_weights)
             probs, val_loss = evaluate(model, feature_extractor, val, config)
         oof[val_rows] = probs
         fold_score = score(val.labels, (probs >= 0.5).astype(int))
