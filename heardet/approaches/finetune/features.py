@@ -100,8 +100,9 @@ def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[n
     """Encoder states of each clip (each must fit the encoder), from ``cache`` where it has them.
 
     Returns:
-        One float32 array ``[frames, d_model]`` per clip (``[layers, frames, d_model]`` when the model
-        mixes layers), in input order.
+        One float16 array ``[frames, d_model]`` per clip (``[layers, frames, d_model]`` when the model
+        mixes layers), in input order: the values the cache stores, at half the memory of float32
+        (:func:`pad_states` widens each batch to float32).
     """
     identity = f"{encoder_fingerprint(model)}|{type(feature_extractor).__name__}|{model.layers}"
     keys = [FeatureCache.key(a, identity) for a in audios] if cache is not None else [None] * len(audios)
@@ -124,7 +125,7 @@ def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[n
         model.train(was_training)
     if cache is not None and audios:
         logger.info("encoder features: %d cached, %d computed (%s)", len(audios) - len(todo), len(todo), cache.root)
-    return [np.asarray(v, dtype=np.float32) for v in out]
+    return [np.asarray(v, dtype=np.float16) for v in out]
 
 
 def pad_states(states: Sequence[np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
