@@ -575,6 +575,28 @@ def test_several_heads_score_with_the_mean_of_their_probabilities_and_save_and_l
             FinetuneConfig(heads=2, **{"encoder_lr": 0.0, **bad})
 
 
+def test_the_folds_and_engine_hold_outs_train_one_head_and_the_final_fit_all_of_them(tiny_whisper, monkeypatch,
+                                                                                      tmp_path):
+    from heardet.approaches.finetune.train import engine_holdout
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(8)
+    examples = dataclasses.replace(LabelledAudio.from_arrays(audios, labels, bounds),
+                                   engines=tuple("ab"[i // 4] for i in range(8)))  # both labels in each engine
+    one = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, encoder_lr=0.0, head_lr=1e-3,
+                         max_seconds=2.0, device="cpu", frame_head="gru")
+    three = dataclasses.replace(one, heads=3)
+    factory = tiny_factory(tiny_whisper)
+    cv_one, cv_three = (cross_validate(examples, c, factory, progress=False) for c in (one, three))
+    np.testing.assert_allclose(cv_three.result.oof_score, cv_one.result.oof_score, atol=1e-6)
+    assert cv_three.result.extra["steps"] == cv_one.result.extra["steps"] == [2, 2]  # one head: 1 batch x 2 epochs
+    held_one, held_three = (engine_holdout(examples, c, 0.5, factory) for c in (one, three))
+    assert set(held_three) == {"a", "b"} and held_three == held_one
+    assert fit(examples, three, factory, progress=False).model.heads == 3
+    best = cross_validate(examples, dataclasses.replace(three, refit="best_fold"), factory, progress=False)
+    assert best.best_fold_model.model.heads == 3  # a best fold's model is the final model: it keeps its heads
+
+
 def test_a_weighted_clip_counts_in_the_loss_as_that_many_copies_of_it():
     from heardet.approaches.finetune.train import _clip_loss
 

@@ -132,7 +132,8 @@ class FinetuneConfig:
         heads: stage (a) trains this many frame heads on the same cached states, the first with ``seed``, the
             others with ``seed + 1``, ``seed + 2``…, and the model scores with the mean of their phrase probabilities
             (:class:`~heardet.approaches.finetune.model.EncoderClassifier`). Each costs one head's training time; the
-            encoder still runs once per clip.
+            encoder still runs once per clip. The cross-validation folds (with ``refit="all"``) and the
+            leave-one-engine-out fits train one head each (:func:`one_head`).
         threshold: the saved model's decision threshold on the phrase probability, in (0, 1); -1
             chooses it on the out-of-fold scores (max macro F1). Those come from fold models
             trained on part of the clips, not from the final model, and the arg-max moves with a
@@ -630,6 +631,15 @@ def _base_model(config: FinetuneConfig,
     return model.cpu(), feature_extractor
 
 
+def one_head(config: FinetuneConfig) -> FinetuneConfig:
+    """``config`` with one frame head: what the cross-validation folds and leave-one-engine-out fits train.
+
+    Their job is to estimate how one recipe does on clips it did not see; the final model's extra heads
+    (``FinetuneConfig.heads``) average out the seed's noise in its decisions and would multiply those fits'
+    minutes for it. The folds' out-of-fold scores thus stand for one head, a little below the mean of several."""
+    return dataclasses.replace(config, heads=1) if config.heads != 1 else config
+
+
 @dataclass
 class FinetuneCV:
     """The cross-validation, and with ``refit="best_fold"`` the best fold's trained model."""
@@ -642,7 +652,8 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
                    encoder_factory: EncoderFactory | None = None, progress: bool = True,
                    on_step: StepCallback | None = None, on_fold: FoldCallback | None = None) -> FinetuneCV:
     """k-fold fine-tuning, folds grouped by voice when ``examples`` know their voices (:func:`heardet.cv.folds`);
-    each fold starts from the same pretrained weights.
+    each fold starts from the same pretrained weights. With ``refit="all"`` each fold trains one head
+    (:func:`one_head`), whatever ``config.heads`` says; with ``best_fold``, as many as the final model has.
 
     Args:
         examples: the labelled clips (``config.max_train_clips`` subsamples them).
@@ -660,6 +671,8 @@ def cross_validate(examples: LabelledAudio, config: FinetuneConfig | None = None
         out-of-fold rows and, with ``refit="best_fold"``, ``best_fold``) and the best fold's model.
     """
     config = config or FinetuneConfig()
+    if config.refit == "all":  # the final fit trains the heads; a best fold's model is the final model, heads and all
+        config = one_head(config)
     examples = examples.subsample(config.max_train_clips, config.seed)
     folds = cv_folds(examples.labels, config.n_folds, config.seed, examples.voices or None)
     base, feature_extractor = _base_model(config, encoder_factory)
@@ -768,7 +781,7 @@ def engine_holdout(examples: LabelledAudio, config: FinetuneConfig, threshold: f
                    encoder_factory: EncoderFactory | None = None) -> dict[str, Scores]:
     """Leave-one-engine-out macro F1 (:func:`heardet.cv.leave_one_engine_out`): a model fitted on every clip
     of the other engines (``refit="all"``, no subsample), scored on this engine's clips at ``threshold``."""
-    held_config = dataclasses.replace(config, refit="all", max_train_clips=0)
+    held_config = dataclasses.replace(one_head(config), refit="all", max_train_clips=0)
 
     def fit_predict(rows: np.ndarray, held_out: np.ndarray) -> np.ndarray:
         held = fit(examples.subset(rows), held_config, encoder_factory, progress=False)
