@@ -4,7 +4,7 @@ Rows: approach 1 (the rule on whisper-base transcripts), approach 2 (CatBoost on
 folds), approach 3 in several recipes (``RECIPES``: the original competition recipe, whole encoder,
 mean pooling, last layer, 1 epoch; the frozen encoder with the conv frame head on the last layer
 and on a learned mix of every layer, stage a; stage a with feature dropout, with the GRU frame head,
-and the full profile's recipe, ``full``; ``afd`` and ``full`` with each clip's mean state subtracted
+and the full profile's recipe, ``full``, with one head and with two (``full2h``); ``afd`` and ``full`` with each clip's mean state subtracted
 (``center``), ``afdc`` and ``fullc``; ``a`` and ``full`` with each training positive's frames away
 from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
@@ -96,6 +96,9 @@ RECIPES["fullo"] = ("3 the full row, positives' frames away from the phrase also
 RECIPES["full3h"] = ("3 the full row with three heads (seeds 42, 43, 44) on the same cached states, "
                      "scoring with the mean of their probabilities",
                      dataclasses.replace(RECIPES["full"][1], heads=3))
+RECIPES["full2h"] = ("3 the full row with two heads (seeds 42, 43) on the same cached states, scoring with the mean of "
+                     "their probabilities",
+                     dataclasses.replace(RECIPES["full"][1], heads=2))
 RECIPES["fullo3h"] = ("3 the fullo row with three heads (the quick profile's recipe, its heads' mean)",
                       dataclasses.replace(RECIPES["fullo"][1], heads=3))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
