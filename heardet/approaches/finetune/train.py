@@ -637,7 +637,7 @@ def one_head(config: FinetuneConfig) -> FinetuneConfig:
     Their job is to estimate how one recipe does on clips it did not see; the final model's extra heads
     (``FinetuneConfig.heads``) average out the seed's noise in its decisions and would multiply those fits'
     minutes for it. The folds' out-of-fold scores thus stand for one head, a little below the mean of several."""
-    return dataclasses.replace(config, heads=1) if config.heads != 1 else config
+    return dataclasses.replace(config, heads=1)
 
 
 @dataclass
