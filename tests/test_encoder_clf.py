@@ -597,6 +597,41 @@ def test_the_folds_and_engine_hold_outs_train_one_head_and_the_final_fit_all_of_
     assert best.best_fold_model.model.heads == 3  # a best fold's model is the final model: it keeps its heads
 
 
+def test_average_epochs_ends_the_head_on_the_mean_of_its_last_epochs_weights_along_the_same_run():
+    from heardet.approaches.finetune.train import train_head
+
+    class Encoder(torch.nn.Module):  # the head never calls the encoder: only its width matters
+        config = type("Config", (), {"d_model": 8})
+
+    rng = np.random.default_rng(1)
+    states = [rng.normal(size=(int(rng.integers(20, 40)), 8)).astype(np.float32) for _ in range(12)]
+    labels = np.arange(12) % 2
+    config = FinetuneConfig(model="x", epochs=5, batch_size=4, encoder_lr=0.0, head_lr=1e-2, device="cpu",
+                            frame_head="gru", dropout=0.2)
+
+    def trained(average_epochs: int) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        torch.manual_seed(0)
+        model = EncoderClassifier(Encoder(), dropout=0.2, pooling="frames", frame_head="gru")
+        ends = []  # the weights at each epoch's end (3 steps an epoch)
+        train_head(model, states, labels, dataclasses.replace(config, average_epochs=average_epochs), progress=False,
+                   on_step=lambda fold, step, loss: ends.append([p.detach().clone() for p in model.head_parameters()])
+                   if step % 3 == 0 else None)
+        return [p.detach().clone() for p in model.head_parameters()], ends
+
+    last, ends = trained(0)
+    averaged, same_ends = trained(3)
+    assert len(ends) == 5
+    for a, b in zip(ends[-1], same_ends[-1]):  # the same run up to its last step: averaging only changes the end
+        torch.testing.assert_close(a, b)
+    for got, want, *epochs in zip(averaged, last, *ends[-3:]):
+        torch.testing.assert_close(got, torch.stack(epochs).mean(0))
+        assert not torch.allclose(got, want)
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.average_epochs=6 is invalid.*at most epochs \(5\)"):
+        dataclasses.replace(config, average_epochs=6)
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.average_epochs=2 is invalid.*cached states"):
+        FinetuneConfig(encoder_lr=1e-5, average_epochs=2)
+
+
 def test_a_weighted_clip_counts_in_the_loss_as_that_many_copies_of_it():
     from heardet.approaches.finetune.train import _clip_loss
 

@@ -134,6 +134,9 @@ class FinetuneConfig:
             (:class:`~heardet.approaches.finetune.model.EncoderClassifier`). Each costs one head's training time; the
             encoder still runs once per clip. The cross-validation folds (with ``refit="all"``) and the
             leave-one-engine-out fits train one head each (:func:`one_head`).
+        average_epochs: stage (a) ends with each head's weights (and the layer mix's) set to their mean over the
+            ends of its last ``average_epochs`` epochs instead of their last values (0 = off): an average of the
+            heads a run passes through, which a seed's luck sways less. It costs no training time.
         threshold: the saved model's decision threshold on the phrase probability, in (0, 1); -1
             chooses it on the out-of-fold scores (max macro F1). Those come from fold models
             trained on part of the clips, not from the final model, and the arg-max moves with a
@@ -186,6 +189,8 @@ class FinetuneConfig:
                                           "Loss weight of training clips marked as near misses (kind hard_negative).")
     heads: int = setting(1, "an integer >= 1", is_int(1),
                          "Frame heads trained with successive seeds on the frozen encoder's states; their mean scores.")
+    average_epochs: int = setting(0, "an integer >= 0 (0 = off)", is_int(0),
+                                  "Stage (a)'s head ends as the mean of its weights at its last N epochs' ends.")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
                                "Decision threshold of the saved model; -1 chooses it on the out-of-fold scores.")
 
@@ -215,6 +220,9 @@ class FinetuneConfig:
             "heads": (self.heads == 1 or (self.pooling == "frames" and self.frozen),
                       "1, or with pooling='frames' and a frozen encoder (encoder_lr=0, augment=False): the heads share "
                       "one encoder's cached states"),
+            "average_epochs": (self.average_epochs <= self.epochs and (self.average_epochs == 0 or self.cached),
+                               f"0, or at most epochs ({self.epochs}) with cached states (encoder_lr=0, or "
+                               "top_layers > 0): the average is of stage (a)'s heads"),
             "center": (not self.center or self.pooling == "frames",
                        "False with pooling='mean' (a centred clip's mean is zero: nothing would be left to classify)")})
 
@@ -448,7 +456,8 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     with the head, for ``top_epochs``. ``first_step`` numbers the steps on from an earlier stage.
     ``outside`` (:func:`outside_frames`, one per state) adds ``config.outside_weight`` times the loss on
     the positives' frames away from their phrase. ``head`` numbers the head in the progress bar (of ``config.heads``).
-    ``weights`` (:func:`clip_weights`, one per state) weigh each clip's loss.
+    ``weights`` (:func:`clip_weights`, one per state) weigh each clip's loss. With ``config.average_epochs``, stage
+    (a)'s trained weights end as their mean over the ends of the last that many epochs.
     """
     device = config.torch_device()
     model.to(device).train()
@@ -467,13 +476,15 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     optimizer = torch.optim.Adam(groups)
     n, step = len(states), first_step
     epochs = config.top_epochs if top_layers else config.epochs
+    averaged = 0 if top_layers else config.average_epochs
+    total: list[torch.Tensor] = []
     stage = f"top {top_layers} layers" if top_layers else "head" if config.heads == 1 else \
         f"head {head + 1} of {config.heads}"
     desc = f"fold {fold} ({stage})" if fold is not None else f"final fit ({stage})"
     with tqdm(total=epochs * math.ceil(n / config.batch_size), desc=desc, unit="step",
               disable=not progress, leave=fold is None) as bar:
         lengths = np.array([x.shape[-2] for x in states], dtype=float)
-        for _ in range(epochs):
+        for epoch in range(epochs):
             # Batches of similar lengths (less padding), in random order; jitter varies them per epoch.
             order = np.argsort(lengths * rng.uniform(0.9, 1.1, size=n), kind="stable")
             batches = [order[b : b + config.batch_size] for b in range(0, n, config.batch_size)]
@@ -497,6 +508,16 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
                 bar.update(1)
                 if on_step is not None:
                     on_step(fold, step, float(loss.detach()))
+            if epoch >= epochs - averaged:
+                with torch.no_grad():
+                    if total:
+                        torch._foreach_add_(total, [p.detach().float() for p in trained])
+                    else:
+                        total = [p.detach().float().clone() for p in trained]
+    if total:
+        with torch.no_grad():
+            for param, summed in zip(trained, total):
+                param.copy_(summed / averaged)
     if top_layers:
         _set_encoder_trainable(model, False)
     model.eval()

@@ -53,7 +53,7 @@ MEDIAN_STARTUP_TRIALS = 3  # trials that always run in full before the median pr
 OBJECTIVE_FIELDS = ("model", "n_folds", "epochs", "batch_size", "max_seconds", "freeze_encoder_steps",
                     "grad_clip", "augment", "seed", "max_train_clips", "pooling", "layers",
                     "top_layers", "top_epochs", "feature_dropout", "frame_head", "center",
-                    "outside_weight", "hard_negative_weight")
+                    "outside_weight", "hard_negative_weight", "average_epochs")
 ERROR_TAG_CHARS = 5000  # MLflow tag values are limited; the full traceback goes to error.txt
 OPTUNA_DB = "optuna.db"
 STORAGE_ENV = "HEARDET_OPTUNA_STORAGE"  # the default study storage, e.g. a team stack's PostgreSQL database
