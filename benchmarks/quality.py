@@ -5,7 +5,7 @@ folds), approach 3 in several recipes (``RECIPES``: the original competition rec
 mean pooling, last layer, 1 epoch; the frozen encoder with the conv frame head on the last layer
 and on a learned mix of every layer, stage a; stage a with feature dropout, with the GRU frame head,
 and the full profile's recipe, ``full``, with one head and with two (``full2h``); ``afd`` and ``full`` with each clip's mean state subtracted
-(``center``), ``afdc`` and ``fullc``; ``a`` and ``full`` with each training positive's frames away
+(``center``), ``afdc`` and ``fullc``; ``full`` with its head's weights averaged over its last 5 epochs, ``fulla5``; ``a`` and ``full`` with each training positive's frames away
 from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
@@ -18,7 +18,8 @@ the test split's near-miss negatives flagged, the median localisation error on t
 positives found (frame models; the worse end against the nearest bound), training minutes (CV + final fit;
 leave-one-engine-out not counted) and, for the fine-tune rows, the test macro F1 had the model
 used the threshold its out-of-fold scores pick (``FinetuneConfig.threshold=-1``) instead of 0.5.
-``--seed`` reruns the fine-tune rows with another seed (folds, head weights, batch order).
+``--seed`` reruns the fine-tune rows with another seed (folds, head weights, batch order); ``--seeds 42,1,2`` runs
+each of them once per seed and adds each one's mean and range over the seeds.
 ``--train-clips 480`` trains on the first 480 train clips only: on a 2000-clip dataset of the
 default synth settings those are the quick profile's train split, scored on 1000 test clips
 instead of its 120. ``--no-cv`` fits the fine-tune rows once each (no CV column).
@@ -101,6 +102,8 @@ RECIPES["full2h"] = ("3 the full row with two heads (seeds 42, 43) on the same c
                      dataclasses.replace(RECIPES["full"][1], heads=2))
 RECIPES["fullo3h"] = ("3 the fullo row with three heads (the quick profile's recipe, its heads' mean)",
                       dataclasses.replace(RECIPES["fullo"][1], heads=3))
+RECIPES["fulla5"] = ("3 the full row, its head ending on the mean of its weights at the last 5 epochs' ends "
+                     "(average_epochs=5)", dataclasses.replace(RECIPES["full"][1], average_epochs=5))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 
@@ -120,6 +123,25 @@ def localisation_error(dataset, clips, results) -> float | None:
                                                  for r in results]})
     errors = localisation_errors(predictions, dataset)
     return float(np.median(errors)) if len(errors) else None
+
+
+SUMMARISED = ("cv_f1", "test_f1", "near_miss_fp", "localisation_s", "train_minutes")
+
+
+def seed_summary(name: str, rows: list[dict]) -> dict:
+    """One recipe's rows over several seeds as one row: each figure's mean (``None`` where a row lacks it), and
+    ``<figure>_range`` its lowest and highest."""
+    summary = {"approach": f"{name} [mean of seeds {', '.join(str(r['seed']) for r in rows)}]",
+               "recipe": rows[0]["recipe"], "seeds": [r["seed"] for r in rows]}
+    figures = list(SUMMARISED) + sorted({k for r in rows for k in r if k.startswith("loeo_")})
+    for figure in figures:
+        values = [r.get(figure) for r in rows]
+        if any(v is None for v in values):
+            summary[figure] = None
+            continue
+        summary[figure] = float(np.mean(values))
+        summary[f"{figure}_range"] = [float(min(values)), float(max(values))]
+    return summary
 
 
 def transcript_rows(dataset, test_clips, add, members) -> tuple[list[str], dict, np.ndarray]:
@@ -174,6 +196,10 @@ def main() -> None:
     parser.add_argument("--skip-loeo", action="store_true", help="no leave-one-engine-out refits")
     parser.add_argument("--seed", type=int, default=42,
                         help="the fine-tune recipes' seed (folds, initial head weights, batch order)")
+    parser.add_argument("--seeds", default="",
+                        help="a comma list of seeds: each fine-tune row once per seed (instead of --seed), its name "
+                             "ending in [seed N], and after them each row's mean and range over the seeds; the "
+                             "ensemble takes the first seed's fine-tune")
     parser.add_argument("--train-clips", type=int, default=0,
                         help="train on the first N train clips by id only (0 = all): a dataset synthesised with the "
                              "same settings and seed but fewer clips has exactly these, so a 2000-clip dataset's "
@@ -195,6 +221,12 @@ def main() -> None:
         parser.error(f"--train-clips must be >= 0, got {args.train_clips}")
     if args.epochs < 0:
         parser.error(f"--epochs must be >= 0, got {args.epochs}")
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()] or [args.seed]
+    except ValueError:
+        parser.error(f"--seeds must be a comma list of integers >= 0, got {args.seeds!r}")
+    if min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds must be distinct integers >= 0, got {args.seeds!r}")
     if args.no_cv and not args.approach_3_only:
         parser.error("--no-cv needs --approach-3-only (the ensemble is chosen on out-of-fold scores)")
     logging.basicConfig(level=logging.WARNING)
@@ -218,10 +250,13 @@ def main() -> None:
         ids, by_id, test_labels = transcript_rows(dataset, test_clips, add, members)
     examples = prepare_examples(dataset.train, progress=False)
     test = prepare_examples(test_clips, progress=False)
-    for key, (name, recipe) in RECIPES.items():
-        if key not in only or key == "last" and args.skip_last_layer:
-            continue
-        recipe = dataclasses.replace(recipe, seed=args.seed)
+    runs = [(key, seed) for key in RECIPES for seed in seeds
+            if key in only and not (key == "last" and args.skip_last_layer)]
+    for key, seed in runs:
+        name, recipe = RECIPES[key]
+        recipe = dataclasses.replace(recipe, seed=seed)
+        if len(seeds) > 1:
+            name = f"{name} [seed {seed}]"
         if args.epochs:
             recipe = dataclasses.replace(recipe, epochs=args.epochs)
             name = f"{name} [{args.epochs} epochs here]"
@@ -246,11 +281,16 @@ def main() -> None:
             oof_threshold = best_threshold(examples.labels, cv.result.oof_score)
             row.update(oof_threshold=oof_threshold,
                        test_f1_oof_threshold=score(test.labels, (test_scores >= oof_threshold).astype(int)).macro_f1)
-            members[key] = (name.split(" (")[0], dict(zip(examples.ids, cv.result.oof_score)), threshold,
-                            test_scores)
+            if seed == seeds[0]:
+                members[key] = (name.split(" (")[0], dict(zip(examples.ids, cv.result.oof_score)), threshold,
+                                test_scores)
         add({**row, **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
              "near_miss_fp": near_miss_rate(test_clips, test_scores >= threshold),
-             "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes})
+             "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes,
+             "recipe": key, "seed": seed})
+    if len(seeds) > 1:
+        for key in dict.fromkeys(k for k, _ in runs):
+            add(seed_summary(RECIPES[key][0], [r for r in rows if r.get("recipe") == key]))
 
     if args.approach_3_only:
         print_table(rows, dataset, test_clips, args)
@@ -289,10 +329,15 @@ def print_table(rows: list[dict], dataset, test_clips, args) -> None:
     print("|---|---|---|" + "---|" * len(engines) + "---|---|---|---|")
     for r in rows:
         oof = (f"{r['test_f1_oof_threshold']:.3f} (at {r['oof_threshold']:.2f})" if "oof_threshold" in r else "—")
-        print(f"| {r['approach']} | {fmt(r['cv_f1'])} | {fmt(r['test_f1'])} |"
-              + "".join(f" {fmt(r.get(e))} |" for e in engines)
-              + f" {fmt(r['near_miss_fp'], '.1%')} | {fmt(r.get('localisation_s'), '.2f')} | "
-              f"{r['train_minutes']:.1f} | {oof} |")
+
+        def cell(figure: str, spec: str = ".3f") -> str:  # a seed mean also shows its range
+            low_high = r.get(f"{figure}_range")
+            value = fmt(r.get(figure), spec)
+            return value if low_high is None else f"{value} ({fmt(low_high[0], spec)}–{fmt(low_high[1], spec)})"
+        print(f"| {r['approach']} | {cell('cv_f1')} | {cell('test_f1')} |"
+              + "".join(f" {cell(e)} |" for e in engines)
+              + f" {cell('near_miss_fp', '.1%')} | {cell('localisation_s', '.2f')} | "
+              f"{cell('train_minutes', '.1f')} | {oof} |")
     if args.out:
         args.out.write_text(json.dumps({"measured": time.strftime("%Y-%m-%d %H:%M"), "data": str(args.data),
                                         "train_clips": len(dataset.train), "cv": not args.no_cv,
