@@ -47,6 +47,8 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     assert float(finetune["params.hard_negative_weight"]) == float(tune["params.hard_negative_weight"]) \
         == PROFILES["smoke"].hard_negative_weight != 1
     assert int(finetune["params.heads"]) == PROFILES["smoke"].heads  # the profile's heads reach the fine-tune
+    assert int(finetune["params.average_epochs"]) == int(tune["params.average_epochs"]) \
+        == PROFILES["smoke"].average_epochs > 0
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("heardet-ensemble", "production").version) == "1"
     artifacts = {a.path for a in client.list_artifacts(parent.run_id, "summary")}
