@@ -510,10 +510,10 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
                     on_step(fold, step, float(loss.detach()))
             if epoch >= epochs - averaged:
                 with torch.no_grad():
-                    if total:
-                        torch._foreach_add_(total, [p.detach().float() for p in trained])
-                    else:
-                        total = [p.detach().float().clone() for p in trained]
+                    if not total:
+                        total = [torch.zeros_like(p, dtype=torch.float32) for p in trained]
+                    for summed, param in zip(total, trained):
+                        summed.add_(param.detach().float())
     if total:
         with torch.no_grad():
             for param, summed in zip(trained, total):
