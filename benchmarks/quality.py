@@ -252,11 +252,10 @@ def main() -> None:
     test = prepare_examples(test_clips, progress=False)
     runs = [(key, seed) for key in RECIPES for seed in seeds
             if key in only and not (key == "last" and args.skip_last_layer)]
+    names = {}  # each row's name without its seed, for the seeds' summary
     for key, seed in runs:
         name, recipe = RECIPES[key]
         recipe = dataclasses.replace(recipe, seed=seed)
-        if len(seeds) > 1:
-            name = f"{name} [seed {seed}]"
         if args.epochs:
             recipe = dataclasses.replace(recipe, epochs=args.epochs)
             name = f"{name} [{args.epochs} epochs here]"
@@ -266,6 +265,9 @@ def main() -> None:
             if args.recipe_folds != recipe.n_folds:
                 recipe = dataclasses.replace(recipe, n_folds=args.recipe_folds)
                 name = name.replace("5 folds", f"{args.recipe_folds} folds")
+        names[key] = name
+        if len(seeds) > 1:
+            name = f"{name} [seed {seed}]"
         started = time.perf_counter()
         cv = None if args.no_cv else cross_validate(examples, recipe, progress=False)
         final = fit(examples, recipe, cv=cv, progress=False)
@@ -289,8 +291,8 @@ def main() -> None:
              "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes,
              "recipe": key, "seed": seed})
     if len(seeds) > 1:
-        for key in dict.fromkeys(k for k, _ in runs):
-            add(seed_summary(RECIPES[key][0], [r for r in rows if r.get("recipe") == key]))
+        for key, name in names.items():  # the rows that ran (--skip-recipe leaves the original recipe out)
+            add(seed_summary(name, [r for r in rows if r.get("recipe") == key]))
 
     if args.approach_3_only:
         print_table(rows, dataset, test_clips, args)
