@@ -5,7 +5,8 @@ folds), approach 3 in several recipes (``RECIPES``: the original competition rec
 mean pooling, last layer, 1 epoch; the frozen encoder with the conv frame head on the last layer
 and on a learned mix of every layer, stage a; stage a with feature dropout, with the GRU frame head,
 and the full profile's recipe, ``full``, with one head and with two (``full2h``); ``afd`` and ``full`` with each clip's mean state subtracted
-(``center``), ``afdc`` and ``fullc``; ``full`` with its head's weights averaged over its last 5 epochs, ``fulla5``; ``a`` and ``full`` with each training positive's frames away
+(``center``), ``afdc`` and ``fullc``; ``full`` with its head's weights averaged over its last 5 epochs, ``fulla5``, and that with three heads that must
+all call a clip (``head_vote=min``), ``fulla5m3``; ``a`` and ``full`` with each training positive's frames away
 from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
@@ -23,6 +24,9 @@ each of them once per seed and adds each one's mean and range over the seeds.
 ``--train-clips 480`` trains on the first 480 train clips only: on a 2000-clip dataset of the
 default synth settings those are the quick profile's train split, scored on 1000 test clips
 instead of its 120. ``--no-cv`` fits the fine-tune rows once each (no CV column).
+A row with several heads is followed by rows of the same fit scored other ways: with its first head alone (that
+head trains exactly as the one-head recipe's with the same seed), with its first two (of three or more), and with
+the other ``head_vote``.
 
     python benchmarks/quality.py DATA --out benchmarks/results/quality.json
 
@@ -33,6 +37,7 @@ time on 2 cores), encoder features from the feature cache.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -42,10 +47,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from heardet.approaches import catboost
 from heardet.approaches.ensemble import choose_blend, vote, weighted
-from heardet.approaches.finetune.model import predict_audio
+from heardet.approaches.finetune.model import HEAD_VOTES, EncoderClassifier, predict_audio
 from heardet.approaches.finetune.train import (
     FinetuneConfig,
     cross_validate,
@@ -104,7 +110,22 @@ RECIPES["fullo3h"] = ("3 the fullo row with three heads (the quick profile's rec
                       dataclasses.replace(RECIPES["fullo"][1], heads=3))
 RECIPES["fulla5"] = ("3 the full row, its head ending on the mean of its weights at the last 5 epochs' ends "
                      "(average_epochs=5)", dataclasses.replace(RECIPES["full"][1], average_epochs=5))
+RECIPES["fulla5m3"] = ("3 the fulla5 row with three heads (seeds N, N+1, N+2), a clip called only when every head "
+                        "calls it (head_vote=min)",
+                        dataclasses.replace(RECIPES["fulla5"][1], heads=3, head_vote="min"))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
+
+
+@contextlib.contextmanager
+def scored_as(model: EncoderClassifier, head_vote: str, heads: int):
+    """Inside the block, ``model`` scores with ``head_vote`` and its first ``heads`` heads only."""
+    saved_vote, saved_heads = model.head_vote, model.extra_heads
+    model.head_vote = head_vote
+    model.extra_heads = torch.nn.ModuleList(list(saved_heads)[: heads - 1])
+    try:
+        yield model
+    finally:
+        model.head_vote, model.extra_heads = saved_vote, saved_heads
 
 
 def near_miss_rate(clips, predicted: np.ndarray) -> float | None:
@@ -290,6 +311,22 @@ def main() -> None:
              "near_miss_fp": near_miss_rate(test_clips, test_scores >= threshold),
              "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes,
              "recipe": key, "seed": seed})
+        if recipe.heads > 1:  # the same fit scored more ways: its first head alone (and two), its heads' other vote
+            other = next(v for v in HEAD_VOTES if v != recipe.head_vote)
+            variants = [(":first", "its first head alone", recipe.head_vote, 1),
+                        *([(":two", "its first two heads", recipe.head_vote, 2)] if recipe.heads > 2 else []),
+                        (f":{other}", f"head_vote={other}", other, recipe.heads)]
+            for suffix, label, how, kept in variants:
+                with scored_as(final.model, how, kept):
+                    variant = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
+                                            recipe.eval_batch_size, threshold, phrase_offsets=final.phrase_offsets)
+                scores = np.array([r.score for r in variant])
+                names[key + suffix] = f"{names[key]} [{label}, the same fit]"
+                add({"approach": f"{name} [{label}, the same fit]", "cv_f1": None, "threshold": threshold,
+                     "test_f1": score(test.labels, (scores >= threshold).astype(int)).macro_f1,
+                     "near_miss_fp": near_miss_rate(test_clips, scores >= threshold),
+                     "localisation_s": localisation_error(dataset, test_clips, variant), "train_minutes": None,
+                     "recipe": key + suffix, "seed": seed})
     if len(seeds) > 1:
         for key, name in names.items():  # the rows that ran (--skip-recipe leaves the original recipe out)
             add(seed_summary(name, [r for r in rows if r.get("recipe") == key]))

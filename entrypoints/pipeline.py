@@ -46,7 +46,8 @@ class Profile:
     outside_weight: float  # the fine-tune's and the tune's loss weight on positives' frames away from the phrase
     hard_negative_weight: float  # the fine-tune's and the tune's loss weight on near-miss training clips
     center: bool  # the frame head sees each frame less its clip's mean state
-    heads: int  # the fine-tune's frame heads (seeds) on the frozen encoder, their mean scoring; the tune trains one
+    heads: int  # the fine-tune's frame heads (seeds) on the frozen encoder; the tune trains one
+    head_vote: str  # how the fine-tune's heads make a clip's probability: mean, or min (every head must call it)
     average_epochs: int  # the fine-tune's and the tune's stage (a) ends on its mean weights over this many last epochs
     tune_start: str  # the tune's first trial (encoder_lr, head_lr, dropout) before it explores
     loeo: bool  # the fine-tune also trains without each engine (leave-one-engine-out)
@@ -80,7 +81,7 @@ PROFILES = {
                      catboost_folds=5, finetune_folds=2, max_train_clips=0,
                      max_seconds=8.0, finetune_epochs=16, finetune_batch=16, pooling="frames", layers="all",
                      frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3,
-                     outside_weight=1.0, hard_negative_weight=1.0, center=False, heads=1, average_epochs=0, tune_start=FROZEN_START, loeo=False, tune_trials=2,
+                     outside_weight=1.0, hard_negative_weight=1.0, center=False, heads=1, head_vote="mean", average_epochs=0, tune_start=FROZEN_START, loeo=False, tune_trials=2,
                      tune_folds=2, tune_max_train_clips=480),
     # The best model this machine trains (with the conv head, 77 minutes end to end on 2 CPU cores,
     # its fine-tune 28 of them; benchmarks/README.md): the quick recipe (stage (a) only) on 3200
@@ -109,13 +110,13 @@ PROFILES = {
                     catboost_folds=5, finetune_folds=3, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=20, finetune_batch=16, pooling="frames", layers="all",
                     frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3,
-                    outside_weight=0.0, hard_negative_weight=1.0, center=False, heads=1, average_epochs=5, tune_start=FROZEN_START, loeo=True, tune_trials=4, tune_folds=2, tune_max_train_clips=1000),
+                    outside_weight=0.0, hard_negative_weight=1.0, center=False, heads=1, head_vote="mean", average_epochs=5, tune_start=FROZEN_START, loeo=True, tune_trials=4, tune_folds=2, tune_max_train_clips=1000),
     # A check of the wiring (the tests run it with tiny models), not of accuracy.
     "smoke": Profile("smoke", n_train=12, n_test=6, transcript_train_clips=0,
                      catboost_folds=2, finetune_folds=2, max_train_clips=0,
                      max_seconds=4.0, finetune_epochs=1, finetune_batch=4, pooling="frames", layers="all",
                      frame_head="gru", encoder_lr=(1e-5, 1e-4), top_layers=1, top_epochs=1, feature_dropout=0.3,
-                     outside_weight=0.5, hard_negative_weight=2.0, center=True, heads=1, average_epochs=1, tune_start=START, loeo=True, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
+                     outside_weight=0.5, hard_negative_weight=2.0, center=True, heads=1, head_vote="min", average_epochs=1, tune_start=START, loeo=True, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
 }
 
 
@@ -202,7 +203,7 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
                  max_train_clips=p.tune_max_train_clips, study_name=f"heardet-{p.name}",
                  encoder_lr_min=p.encoder_lr[0], encoder_lr_max=p.encoder_lr[1], start=p.tune_start, **shared)
     finetune = stage("approach 3: finetune", "finetune", data=data, out=out, n_folds=p.finetune_folds,
-                     max_train_clips=p.max_train_clips, params_from=tune.run_id, loeo=str(p.loeo).lower(), heads=p.heads,
+                     max_train_clips=p.max_train_clips, params_from=tune.run_id, loeo=str(p.loeo).lower(), heads=p.heads, head_vote=p.head_vote,
                      **shared)
     members = ",".join(r.model_uri for r in (rule, catboost, finetune) if r.model_uri)
     ensemble = stage("approach 4: ensemble", "ensemble", data=data, out=out, members=members)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from heardet.approaches.finetune.features import pad_states
 from heardet.approaches.finetune.model import (
+    META_FILE,
     EncoderClassifier,
     collate,
     load_classifier,
@@ -573,6 +575,55 @@ def test_several_heads_score_with_the_mean_of_their_probabilities_and_save_and_l
     for bad in ({"encoder_lr": 1e-5}, {"pooling": "mean"}):
         with pytest.raises(ValueError, match=r"FinetuneConfig\.heads=2 is invalid"):
             FinetuneConfig(heads=2, **{"encoder_lr": 0.0, **bad})
+
+
+def test_head_vote_min_calls_a_clip_only_when_every_head_does_and_is_saved_with_the_model(tiny_whisper, monkeypatch,
+                                                                                        tmp_path):
+    from heardet.approaches.finetune.train import encoder_states
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(8)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, encoder_lr=0.0, head_lr=1e-3,
+                            max_seconds=2.0, device="cpu", frame_head="gru", heads=3, head_vote="min")
+    fitted = fit(examples, config, tiny_factory(tiny_whisper), progress=False)
+    model = fitted.model
+    assert model.heads == 3 and model.head_vote == "min"
+    states = encoder_states(model, fitted.feature_extractor, examples, config, progress=False)
+    hidden, valid = pad_states(states, model.device)
+
+    def scored() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            logits, frames = model.classify_cached(hidden, valid)
+        return torch.softmax(logits, -1)[:, 1], frames
+
+    with torch.no_grad():
+        each = [model._frames(hidden, valid, model.head, model.mix),
+                *(model._frames(hidden, valid, r.head, r.mix) for r in model.extra_heads)]
+    probabilities = torch.stack([torch.sigmoid(clip) for clip, _ in each])
+    assert (probabilities.max(0).values - probabilities.min(0).values).max() > 1e-3, "the heads are not distinct"
+    lowest, frames = scored()
+    np.testing.assert_allclose(lowest, probabilities.min(0).values, atol=1e-5)
+    np.testing.assert_allclose(frames, torch.stack([f for _, f in each]).mean(0), atol=1e-5)  # where: the mean
+    model.head_vote = "mean"
+    np.testing.assert_allclose(scored()[0], probabilities.mean(0), atol=1e-5)
+    model.head_vote = "min"
+
+    before = predict_audio(model, fitted.feature_extractor, audios, 2.0, 4, 0.5)
+    save_classifier(model, fitted.feature_extractor, config, 0.5, tmp_path / "clf")
+    loaded = load_classifier(tmp_path / "clf")
+    assert loaded.model.head_vote == loaded.meta["head_vote"] == "min"
+    np.testing.assert_allclose([s.score for s in loaded.predict(audios, batch_size=4)], [s.score for s in before],
+                               atol=1e-6)
+    meta_file = tmp_path / "clf" / META_FILE  # a model saved before head_vote existed scores with the mean
+    meta = json.loads(meta_file.read_text())
+    del meta["head_vote"]
+    meta_file.write_text(json.dumps({**meta, "format_version": 6}))
+    assert load_classifier(tmp_path / "clf").model.head_vote == "mean"
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.head_vote='max' is invalid; allowed: 'mean' or 'min'"):
+        dataclasses.replace(config, head_vote="max")
+    with pytest.raises(ValueError, match=r"head_vote must be one of"):
+        EncoderClassifier(model.encoder, pooling="frames", heads=2, head_vote="max")
 
 
 def test_the_folds_and_engine_hold_outs_train_one_head_and_the_final_fit_all_of_them(tiny_whisper, monkeypatch,

@@ -47,6 +47,7 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     assert float(finetune["params.hard_negative_weight"]) == float(tune["params.hard_negative_weight"]) \
         == PROFILES["smoke"].hard_negative_weight != 1
     assert int(finetune["params.heads"]) == PROFILES["smoke"].heads  # the profile's heads reach the fine-tune
+    assert finetune["params.head_vote"] == PROFILES["smoke"].head_vote != "mean"  # and how they vote
     assert int(finetune["params.average_epochs"]) == int(tune["params.average_epochs"]) \
         == PROFILES["smoke"].average_epochs > 0
     client = mlflow.MlflowClient()

@@ -19,9 +19,11 @@ the mix lets the head pick (``benchmarks/quality.py`` measures both).
 
 ``heads``: with frame pooling, the model may hold several heads (each its own layer mix and frame
 head) trained with different seeds on the same frozen encoder's states. The encoder runs once; the
-clip's phrase probability is the mean of the heads', and its frame logits the mean of theirs. One
-head's decisions on voices it never saw move with its seed (``benchmarks/quality.md``); the mean of a
-few moves less. Only the first head ever trains inside the model: the others are trained on their
+clip's phrase probability is the mean of the heads' (``head_vote="mean"``) or the lowest of theirs
+(``head_vote="min"``: a clip is called only when every head calls it), and its frame logits the mean of
+theirs either way. One head's decisions on clips it never saw move with its seed (``benchmarks/quality.md``):
+heads of different seeds call the phrase's own clips alike, but each flags a few near misses that the others
+score near zero, so the lowest of their probabilities drops what only some of them flag. Only the first head ever trains inside the model: the others are trained on their
 own and added with :meth:`EncoderClassifier.add_head`.
 
 ``center``: subtract each clip's mean state (over its valid frames, after the layer mix) from
@@ -71,11 +73,13 @@ logger = logging.getLogger(__name__)
 N_CLASSES = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "encoder_classifier.json"
-FORMAT_VERSION = 6  # 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``, 6 ``heads``; 1 is mean
+FORMAT_VERSION = 7  # 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``, 6 ``heads``,
+# 7 ``head_vote``; 1 is mean
 # pooling, 1-2 the last layer, 1-3 conv, 1-4 uncentred, 1-5 one head
 POOLINGS = ("frames", "mean")
 FRAME_HEADS = ("conv", "gru")
 LAYER_CHOICES = ("last", "all")
+HEAD_VOTES = ("mean", "min")  # how several heads' phrase probabilities make the clip's (see the module docstring)
 FRAME_SECONDS = 0.02  # one encoder output frame (conv2 halves Whisper's 10 ms mel frames)
 FRAME_HIDDEN = 128  # channels of the frame head's first convolution
 FRAME_KERNEL = 5  # frames each convolution sees (100 ms)
@@ -276,10 +280,12 @@ class EncoderClassifier(nn.Module):
         heads: how many heads score the frames (``pooling="frames"``; see the module docstring). The first is
             ``head`` and ``mix``; the others, ``extra_heads``, start untrained here and are filled by loading saved
             weights (a model being trained gets them from :meth:`add_head`).
+        head_vote: ``mean`` or ``min``, how several heads' phrase probabilities make the clip's (see the module
+            docstring); :attr:`head_vote` may be set later, as training does once its heads are added.
     """
 
     def __init__(self, encoder: nn.Module, dropout: float = 0.2, pooling: str = "mean", layers: str = "last",
-                 frame_head: str = "conv", center: bool = False, heads: int = 1):
+                 frame_head: str = "conv", center: bool = False, heads: int = 1, head_vote: str = "mean"):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -293,11 +299,14 @@ class EncoderClassifier(nn.Module):
             raise ValueError("center=True needs pooling='frames': a centred clip's mean is zero")
         if not isinstance(heads, int) or heads < 1 or (heads > 1 and pooling != "frames"):
             raise ValueError(f"heads must be an integer >= 1, and 1 with pooling='mean', got {heads!r}")
+        if head_vote not in HEAD_VOTES:
+            raise ValueError(f"head_vote must be one of {HEAD_VOTES}, got {head_vote!r}")
         self.encoder = encoder
         self.pooling = pooling
         self.layers = layers
         self.frame_head = frame_head
         self.center = bool(center)
+        self.head_vote = head_vote
         self.dropout = nn.Dropout(dropout)
         d_model = encoder.config.d_model
         self.head = make_frame_head(frame_head, d_model, dropout) if pooling == "frames" else \
@@ -439,14 +448,17 @@ class EncoderClassifier(nn.Module):
         """Class logits ``[batch, 2]`` from encoder states (index 1 = the phrase is said), and the
         frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too.
 
-        With several heads, the clip's phrase probability is the mean of theirs, and the frame logits the mean of
-        theirs."""
+        With several heads, the clip's phrase probability is the mean of theirs or the lowest (:attr:`head_vote`),
+        and the frame logits the mean of theirs."""
         if self.pooling == "mean":
             return self.head(self.dropout(masked_mean(self._features(hidden, valid, self.mix), valid))), None
         clip, frames = self._frames(hidden, valid, self.head, self.mix)
         if self.extra_heads:
             scored = [(clip, frames), *(self._frames(hidden, valid, r.head, r.mix) for r in self.extra_heads)]
-            probability = torch.stack([torch.sigmoid(c.float()) for c, _ in scored]).mean(dim=0)
+            probabilities = torch.stack([torch.sigmoid(c.float()) for c, _ in scored])
+            if self.head_vote not in HEAD_VOTES:  # an attribute, so checked where it is used too
+                raise ValueError(f"head_vote must be one of {HEAD_VOTES}, got {self.head_vote!r}")
+            probability = probabilities.mean(dim=0) if self.head_vote == "mean" else probabilities.amin(dim=0)
             clip = torch.logit(probability, eps=1e-6).to(clip.dtype)
             frames = torch.stack([f for _, f in scored]).mean(dim=0)
         return torch.stack([torch.zeros_like(clip), clip], dim=-1), frames
@@ -691,6 +703,7 @@ def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureE
         "frame_head": model.frame_head,
         "center": model.center,
         "heads": model.heads,
+        "head_vote": model.head_vote,
         "n_classes": N_CLASSES,
         "threshold": float(threshold),
         "max_seconds": float(max_seconds),
@@ -728,7 +741,7 @@ def load_classifier(directory: str | Path, device: str = "cpu") -> LoadedClassif
     encoder = WhisperEncoder(WhisperConfig.from_dict(meta["encoder_config"]))
     model = EncoderClassifier(encoder, meta["dropout"], meta.get("pooling", "mean"), meta.get("layers", "last"),
                               meta.get("frame_head", "conv"), bool(meta.get("center", False)),
-                              int(meta.get("heads", 1)))
+                              int(meta.get("heads", 1)), meta.get("head_vote", "mean"))
     model.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
     model.to(torch_device(device)).eval()
     feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root))

@@ -31,6 +31,7 @@ from heardet.approaches.finetune.features import FeatureCache, crop_start, encod
 from heardet.approaches.finetune.model import (
     FRAME_HEADS,
     FRAME_SECONDS,
+    HEAD_VOTES,
     LAYER_CHOICES,
     POOLINGS,
     EncoderClassifier,
@@ -134,6 +135,9 @@ class FinetuneConfig:
             (:class:`~heardet.approaches.finetune.model.EncoderClassifier`). Each costs one head's training time; the
             encoder still runs once per clip. The cross-validation folds (with ``refit="all"``) and the
             leave-one-engine-out fits train one head each (:func:`one_head`).
+        head_vote: how several heads' phrase probabilities make the clip's: ``mean``, their mean, or ``min``, the
+            lowest of them, so that a clip is called only when every head calls it. Heads of different seeds
+            call the phrase alike but each flags a few near misses of its own (``benchmarks/quality.md``).
         average_epochs: stage (a) ends with each head's weights (and the layer mix's) set to their mean over the
             ends of its last ``average_epochs`` epochs instead of their last values (0 = off): an average of the
             heads a run passes through, which a seed's luck sways less. It costs no training time.
@@ -189,6 +193,8 @@ class FinetuneConfig:
                                           "Loss weight of training clips marked as near misses (kind hard_negative).")
     heads: int = setting(1, "an integer >= 1", is_int(1),
                          "Frame heads trained with successive seeds on the frozen encoder's states; their mean scores.")
+    head_vote: str = setting("mean", " or ".join(repr(v) for v in HEAD_VOTES), one_of(*HEAD_VOTES),
+                             "heads > 1: mean, the heads' mean probability; min, the lowest (every head must call it)")
     average_epochs: int = setting(0, "an integer >= 0 (0 = off)", is_int(0),
                                   "Stage (a)'s head ends as the mean of its weights at its last N epochs' ends.")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
@@ -642,6 +648,7 @@ def _base_model(config: FinetuneConfig,
     model, feature_extractor = factory(config.model, config.dropout)
     model = model.with_head(config.pooling, config.layers, config.frame_head, config.center)
     model.channel_dropout.p = config.feature_dropout
+    model.head_vote = config.head_vote
     if config.max_seconds * 100 > model.max_frames:
         raise ValueError(f"FinetuneConfig.max_seconds={config.max_seconds!r} is invalid for {config.model!r}; "
                          f"allowed: at most {model.max_frames / 100:g}")
