@@ -23,8 +23,9 @@ clip's phrase probability is the mean of the heads' (``head_vote="mean"``) or th
 (``head_vote="min"``: a clip is called only when every head calls it), and its frame logits the mean of
 theirs either way. One head's decisions on clips it never saw move with its seed (``benchmarks/quality.md``):
 heads of different seeds call the phrase's own clips alike, but each flags a few near misses that the others
-score near zero, so the lowest of their probabilities drops what only some of them flag. Only the first head ever trains inside the model: the others are trained on their
-own and added with :meth:`EncoderClassifier.add_head`.
+score near zero, so the lowest of their probabilities drops what only some of them flag. Only the first
+head ever trains inside the model: the others are trained on their own and added with
+:meth:`EncoderClassifier.add_head`.
 
 ``center``: subtract each clip's mean state (over its valid frames, after the layer mix) from
 every frame before the head. What is constant across a clip (the voice, the speech engine, the
@@ -75,7 +76,7 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "encoder_classifier.json"
 FORMAT_VERSION = 7  # 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``, 6 ``heads``,
 # 7 ``head_vote``; 1 is mean
-# pooling, 1-2 the last layer, 1-3 conv, 1-4 uncentred, 1-5 one head
+# pooling, 1-2 the last layer, 1-3 conv, 1-4 uncentred, 1-5 one head, 1-6 the heads' mean
 POOLINGS = ("frames", "mean")
 FRAME_HEADS = ("conv", "gru")
 LAYER_CHOICES = ("last", "all")
