@@ -26,6 +26,7 @@ from heardet.approaches.finetune.train import (
     FinetuneConfig,
     LabelledAudio,
     cross_validate,
+    encoder_states,
     fit,
     training_crop,
 )
@@ -537,13 +538,16 @@ def test_the_gru_head_matches_a_bidirectional_gru_on_packed_clips_and_loads_its_
         torch.testing.assert_close(head(hidden, valid), expected, atol=1e-6, rtol=1e-5)
 
 
-def test_several_heads_score_with_the_mean_of_their_probabilities_and_save_and_load_alike(tiny_whisper, monkeypatch,
-                                                                                          tmp_path):
-    from heardet.approaches.finetune.train import encoder_states
-
+def cached_clips(monkeypatch, tmp_path) -> tuple[list[np.ndarray], LabelledAudio]:
+    """Eight generated clips (their audio, and as labelled examples), with the feature cache under ``tmp_path``."""
     monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
     audios, labels, bounds = make_clips(8)
-    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    return audios, LabelledAudio.from_arrays(audios, labels, bounds)
+
+
+def test_several_heads_score_with_the_mean_of_their_probabilities_and_save_and_load_alike(tiny_whisper, monkeypatch,
+                                                                                          tmp_path):
+    audios, examples = cached_clips(monkeypatch, tmp_path)
     one = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, encoder_lr=0.0, head_lr=1e-3,
                          max_seconds=2.0, device="cpu", frame_head="gru", feature_dropout=0.3)
     three = dataclasses.replace(one, heads=3)
@@ -579,11 +583,7 @@ def test_several_heads_score_with_the_mean_of_their_probabilities_and_save_and_l
 
 def test_head_vote_min_calls_a_clip_only_when_every_head_does_and_is_saved_with_the_model(tiny_whisper, monkeypatch,
                                                                                         tmp_path):
-    from heardet.approaches.finetune.train import encoder_states
-
-    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
-    audios, labels, bounds = make_clips(8)
-    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    audios, examples = cached_clips(monkeypatch, tmp_path)
     config = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, encoder_lr=0.0, head_lr=1e-3,
                             max_seconds=2.0, device="cpu", frame_head="gru", heads=3, head_vote="min")
     fitted = fit(examples, config, tiny_factory(tiny_whisper), progress=False)

@@ -192,7 +192,7 @@ class FinetuneConfig:
     hard_negative_weight: float = setting(1.0, "a number > 0", is_number(0, low_open=True),
                                           "Loss weight of training clips marked as near misses (kind hard_negative).")
     heads: int = setting(1, "an integer >= 1", is_int(1),
-                         "Frame heads trained with successive seeds on the frozen encoder's states; their mean scores.")
+                         "Frame heads trained with successive seeds on the frozen encoder's states; head_vote combines them.")
     head_vote: str = setting("mean", " or ".join(repr(v) for v in HEAD_VOTES), one_of(*HEAD_VOTES),
                              "heads > 1: mean, the heads' mean probability; min, the lowest (every head must call it)")
     average_epochs: int = setting(0, "an integer >= 0 (0 = off)", is_int(0),
