@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	  echo "the wheels (torch and its dependencies) need a few GiB free" >&2; exit $$rc; }
 	@touch $(STAMP)
 
-# The main job: every approach end to end (PROFILE=quick ~20 min on 2 cores from cold caches; PROFILE=full 2 h from cold caches with one head, about 2 h 15 min estimated with its three, benchmarks/README.md).
+# The main job: every approach end to end (PROFILE=quick ~20 min on 2 cores from cold caches; PROFILE=full 82 min to about 2 h 15 min from cold caches, by the machine, benchmarks/README.md).
 # Its runs land in the experiment heardet-demo of ./mlflow.db (the stages as child runs).
 demo: setup
 	$(RUN_ENV) $(VENV)/bin/mlflow run . -e main --experiment-name heardet-demo -P profile=$(PROFILE) -P data=$(DATA) \
