@@ -64,7 +64,8 @@ START = "encoder_lr=3e-5,head_lr=1e-3,dropout=0.2"
 FROZEN_START = "head_lr=1e-3,dropout=0.2"
 
 PROFILES = {
-    # About 20 minutes on 2 CPU cores from cold caches (19 min 41 s in a fresh clone, benchmarks/README.md). Approaches 1 and 2 transcribe
+    # About 20 minutes on 2 CPU cores from cold caches (19 min 41 s in a fresh clone; 12 min 17 s on a machine
+    # whose head trained twice as fast; benchmarks/README.md). Approaches 1 and 2 transcribe
     # and learn from 240 of the train clips (about 5 clips/s with content-sized windows,
     # benchmarks/README.md). A whisper-base encoder whose features are computed once and cached; stage (a)
     # only: the GRU frame head with soft-maximum pooling on a learned mix of the encoder's layers, feature
@@ -108,7 +109,9 @@ PROFILES = {
     # all call a clip (heads=3, head_vote=min): each head alone flags a few near misses of its own, so the
     # lowest of their probabilities flags fewer (benchmarks/quality.md, "Three heads that must all call a
     # clip"). The final fit takes three times as long; the folds (one head each) drop from 3 to 2 to pay
-    # for part of it.
+    # for part of it. End to end from cold caches: 82 minutes in a fresh checkout (test 0.987, near misses
+    # 0.8 %, leave-one-engine-out 0.78 / 0.80), on a machine whose head trained about twice as fast as the
+    # one where the one-head profile took 120 minutes (benchmarks/README.md).
     "full": Profile("full", n_train=3200, n_test=1000, transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=2, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=20, finetune_batch=16, pooling="frames", layers="all",
