@@ -84,9 +84,8 @@ PROFILES = {
                      frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3,
                      outside_weight=1.0, hard_negative_weight=1.0, center=False, heads=1, head_vote="mean", average_epochs=0, tune_start=FROZEN_START, loeo=False, tune_trials=2,
                      tune_folds=2, tune_max_train_clips=480),
-    # The best model this machine trains (with the conv head, 77 minutes end to end on 2 CPU cores,
-    # its fine-tune 28 of them; benchmarks/README.md): the quick recipe (stage (a) only) on 3200
-    # train clips, scored on a 1000-clip held-out test split; 2 folds, 4 tune trials (head lr and
+    # The best model this machine trains (its end-to-end time at the end of this comment): the quick
+    # recipe (stage (a) only) on 3200 train clips, scored on a 1000-clip held-out test split; 2 folds, 4 tune trials (head lr and
     # dropout) on 1000 of the clips, leave-one-engine-out; approaches 1 and 2 on 1000 train clips.
     # Stage (b) is left out here too: on a quick demo's data it scored lower on test than stage (a)
     # in more minutes (benchmarks/quality.md). The original competition recipe (whole encoder, mean

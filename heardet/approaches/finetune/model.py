@@ -74,9 +74,9 @@ logger = logging.getLogger(__name__)
 N_CLASSES = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "encoder_classifier.json"
-FORMAT_VERSION = 7  # 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``, 6 ``heads``,
-# 7 ``head_vote``; 1 is mean
-# pooling, 1-2 the last layer, 1-3 conv, 1-4 uncentred, 1-5 one head, 1-6 the heads' mean
+# 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``, 6 ``heads``, 7 ``head_vote``; a file of an
+# older version loads as: 1 mean pooling, 1-2 the last layer, 1-3 conv, 1-4 uncentred, 1-5 one head, 1-6 the heads' mean.
+FORMAT_VERSION = 7
 POOLINGS = ("frames", "mean")
 FRAME_HEADS = ("conv", "gru")
 LAYER_CHOICES = ("last", "all")
