@@ -6,7 +6,8 @@ mean pooling, last layer, 1 epoch; the frozen encoder with the conv frame head o
 and on a learned mix of every layer, stage a; stage a with feature dropout, with the GRU frame head,
 and the full profile's recipe, ``full``, with one head and with two (``full2h``); ``afd`` and ``full`` with each clip's mean state subtracted
 (``center``), ``afdc`` and ``fullc``; ``full`` with its head's weights averaged over its last 5 epochs, ``fulla5``, and that with three heads that must
-all call a clip (``head_vote=min``), ``fulla5m3``; ``a`` and ``full`` with each training positive's frames away
+all call a clip (``head_vote=min``), ``fulla5m3``, and ``fulla5`` with clips trading feature statistics in training
+(``style_mix``), ``fulla5s``; ``a`` and ``full`` with each training positive's frames away
 from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
@@ -113,6 +114,8 @@ RECIPES["fulla5"] = ("3 the full row, its head ending on the mean of its weights
 RECIPES["fulla5m3"] = ("3 the fulla5 row with three heads (seeds N, N+1, N+2), a clip called only when every head "
                         "calls it (head_vote=min)",
                         dataclasses.replace(RECIPES["fulla5"][1], heads=3, head_vote="min"))
+RECIPES["fulla5s"] = ("3 the fulla5 row, a training batch's clips trading feature statistics half the time (style_mix=0.5)",
+                      dataclasses.replace(RECIPES["fulla5"][1], style_mix=0.5))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 

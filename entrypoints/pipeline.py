@@ -43,6 +43,7 @@ class Profile:
     top_layers: int  # stage (b): the encoder's top layers then train on the cached features (0 = none)
     top_epochs: int
     feature_dropout: float  # the fine-tune's and the tune's share of feature channels dropped in training
+    style_mix: float  # the fine-tune's and the tune's chance that a batch's clips trade feature statistics
     outside_weight: float  # the fine-tune's and the tune's loss weight on positives' frames away from the phrase
     hard_negative_weight: float  # the fine-tune's and the tune's loss weight on near-miss training clips
     center: bool  # the frame head sees each frame less its clip's mean state
@@ -81,7 +82,7 @@ PROFILES = {
     "quick": Profile("quick", n_train=720, n_test=120, transcript_train_clips=240,
                      catboost_folds=5, finetune_folds=2, max_train_clips=0,
                      max_seconds=8.0, finetune_epochs=16, finetune_batch=16, pooling="frames", layers="all",
-                     frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3,
+                     frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3, style_mix=0.0,
                      outside_weight=1.0, hard_negative_weight=1.0, center=False, heads=1, head_vote="mean", average_epochs=0, tune_start=FROZEN_START, loeo=False, tune_trials=2,
                      tune_folds=2, tune_max_train_clips=480),
     # The best model this machine trains (its end-to-end time at the end of this comment): the quick
@@ -114,13 +115,13 @@ PROFILES = {
     "full": Profile("full", n_train=3200, n_test=1000, transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=2, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=20, finetune_batch=16, pooling="frames", layers="all",
-                    frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3,
+                    frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3, style_mix=0.0,
                     outside_weight=0.0, hard_negative_weight=1.0, center=False, heads=3, head_vote="min", average_epochs=5, tune_start=FROZEN_START, loeo=True, tune_trials=4, tune_folds=2, tune_max_train_clips=1000),
     # A check of the wiring (the tests run it with tiny models), not of accuracy.
     "smoke": Profile("smoke", n_train=12, n_test=6, transcript_train_clips=0,
                      catboost_folds=2, finetune_folds=2, max_train_clips=0,
                      max_seconds=4.0, finetune_epochs=1, finetune_batch=4, pooling="frames", layers="all",
-                     frame_head="gru", encoder_lr=(1e-5, 1e-4), top_layers=1, top_epochs=1, feature_dropout=0.3,
+                     frame_head="gru", encoder_lr=(1e-5, 1e-4), top_layers=1, top_epochs=1, feature_dropout=0.3, style_mix=0.5,
                      outside_weight=0.5, hard_negative_weight=2.0, center=True, heads=1, head_vote="min", average_epochs=1, tune_start=START, loeo=True, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
 }
 
@@ -201,7 +202,7 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
     shared = {"model": finetune_model, "max_seconds": p.max_seconds, "epochs": p.finetune_epochs,
               "batch_size": p.finetune_batch, "pooling": p.pooling, "layers": p.layers, "frame_head": p.frame_head,
               "top_layers": p.top_layers,
-              "top_epochs": p.top_epochs, "feature_dropout": p.feature_dropout,
+              "top_epochs": p.top_epochs, "feature_dropout": p.feature_dropout, "style_mix": p.style_mix,
               "outside_weight": p.outside_weight, "hard_negative_weight": p.hard_negative_weight, "center": str(p.center).lower(),
               "average_epochs": p.average_epochs}
     tune = stage("tune", "tune", data=data, n_trials=p.tune_trials, n_folds=p.tune_folds,

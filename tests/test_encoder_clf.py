@@ -481,6 +481,58 @@ def test_feature_dropout_reaches_the_trained_model_and_leaves_its_scores_alone(t
         FinetuneConfig(feature_dropout=1.0)
 
 
+def test_style_mix_trades_clip_statistics_in_training_and_keeps_each_clips_pattern():
+    from heardet.approaches.finetune.model import StyleMix
+
+    torch.manual_seed(0)
+    pattern = torch.randn(6, 12, 16)
+    pattern = (pattern - pattern.mean(dim=1, keepdim=True)) / pattern.std(dim=1, unbiased=False, keepdim=True)
+    valid = torch.ones(6, 12, dtype=torch.bool)
+    valid[5, 8:] = False  # clip 5 is 8 frames long
+    short = pattern[5, :8] - pattern[5, :8].mean(dim=0)
+    pattern[5, :8] = short / short.pow(2).mean(dim=0).sqrt()
+    level = torch.arange(6.0).view(6, 1, 1) * 10.0  # clip k: every channel's mean 10 k, spread 1 + k
+    hidden = pattern * (1.0 + torch.arange(6.0).view(6, 1, 1)) + level
+    hidden[5, 8:] = 1e6  # padding: must not move clip 5's statistics
+
+    out = StyleMix(1.0).train()(hidden, valid)
+    means = torch.stack([out[k, valid[k]].mean(dim=0) for k in range(6)])
+    spreads = torch.stack([out[k, valid[k]].std(dim=0, unbiased=False) for k in range(6)])
+    assert torch.allclose(means / 10.0 + 1.0, spreads, atol=1e-3), "mean and spread come from the same two clips"
+    assert (means.std(dim=1) < 1e-3).all() and (means[:, 0] >= -1e-3).all() and (means[:, 0] <= 50.001).all()
+    assert not torch.allclose(means[:, 0], torch.arange(6.0) * 10.0, atol=0.5), "some clip took another's statistics"
+    for k in range(6):  # each clip's frame-to-frame pattern is its own
+        got = (out[k, valid[k]] - means[k]) / spreads[k]
+        assert torch.allclose(got, pattern[k, valid[k]], atol=1e-3)
+    assert torch.equal(StyleMix(1.0).eval()(hidden, valid), hidden)
+    assert torch.equal(StyleMix(0.0).train()(hidden, valid), hidden)
+    assert torch.equal(StyleMix(1.0).train()(hidden[:1], valid[:1]), hidden[:1]), "a clip alone has no one to trade with"
+    with pytest.raises(ValueError, match=r"style mix probability must be in \[0, 1\], got 1.5"):
+        StyleMix(1.5)
+
+
+def test_style_mix_reaches_the_trained_model_and_leaves_its_scores_alone(tiny_whisper, monkeypatch, tmp_path):
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(12)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    config = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, encoder_lr=0.0, head_lr=1e-3,
+                            max_seconds=2.0, device="cpu", style_mix=1.0)
+    plain = fit(examples, dataclasses.replace(config, style_mix=0.0), tiny_factory(tiny_whisper), progress=False)
+    fitted = fit(examples, config, tiny_factory(tiny_whisper), progress=False)
+    assert fitted.model.style_mix.p == 1.0 and plain.model.style_mix.p == 0.0
+    assert fitted.model.fresh_head().style_mix.p == 1.0, "a further head trains with it too"
+    heads = [dict(m.model.head.named_parameters()) for m in (plain, fitted)]
+    assert not torch.allclose(heads[0]["conv1.weight"], heads[1]["conv1.weight"]), "the mixing changed training"
+    first = predict_audio(fitted.model, fitted.feature_extractor, audios[:3], 2.0)
+    fitted.model.style_mix.p = 0.0
+    again = predict_audio(fitted.model, fitted.feature_extractor, audios[:3], 2.0)
+    assert [r.score for r in first] == [r.score for r in again], "scoring mixes nothing"
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.style_mix=0.5 is invalid.*pooling='mean'"):
+        FinetuneConfig(pooling="mean", layers="last", style_mix=0.5)
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.style_mix=1.5 is invalid"):
+        FinetuneConfig(style_mix=1.5)
+
+
 def test_outside_frames_are_a_positives_frames_away_from_its_phrase_in_the_cached_crop():
     from heardet.approaches.finetune.train import OUTSIDE_MARGIN_S, outside_frames
 

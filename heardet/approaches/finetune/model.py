@@ -258,6 +258,41 @@ class ChannelDropout(nn.Module):
         return hidden * keep.to(hidden.dtype) / (1.0 - self.p)
 
 
+class StyleMix(nn.Module):
+    """In training, with probability ``p`` per batch, give each clip feature statistics mixed with another
+    clip's of the batch: each channel's mean and standard deviation over the clip's valid frames become
+    ``λ·own + (1 - λ)·other's``, ``λ ~ Beta(0.1, 0.1)`` per clip; the identity in eval mode, at ``p=0`` and for a
+    batch of one. MixStyle (Zhou et al., "Domain generalization with MixStyle", ICLR 2021) on the frame
+    features.
+
+    An augmentation of the encoder states (``FinetuneConfig.style_mix``): what sets a speech engine or a
+    voice apart shows in each channel's level and spread over a clip more than in the frame-to-frame
+    pattern that says a phrase, so the head meets new mixes of the former and must lean on the latter.
+    Padded frames come out changed; the frame heads mask their input (``_FirstConv.first``)."""
+
+    ALPHA = 0.1  # the Beta distribution's two parameters: most λ near 0 or 1, a few near the middle
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"style mix probability must be in [0, 1], got {p!r}")
+        self.p = p
+
+    def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        batch = hidden.shape[0]
+        if not self.training or self.p == 0.0 or batch < 2 or float(torch.rand(())) >= self.p:
+            return hidden
+        weight = valid.unsqueeze(-1).to(hidden.dtype)
+        count = weight.sum(dim=1, keepdim=True).clamp(min=1.0)
+        mean = (hidden * weight).sum(dim=1, keepdim=True) / count
+        std = (((hidden - mean) ** 2 * weight).sum(dim=1, keepdim=True) / count + 1e-5).sqrt()
+        other = torch.randperm(batch, device=hidden.device)
+        lam = torch.distributions.Beta(self.ALPHA, self.ALPHA).sample((batch, 1, 1)).to(hidden.device, hidden.dtype)
+        mixed_mean = lam * mean + (1.0 - lam) * mean[other]
+        mixed_std = lam * std + (1.0 - lam) * std[other]
+        return (hidden - mean) / std * mixed_std + mixed_mean
+
+
 class Readout(nn.Module):
     """One more head of an :class:`EncoderClassifier`: its own layer mix (or None) and frame head."""
 
@@ -314,6 +349,7 @@ class EncoderClassifier(nn.Module):
             nn.Linear(d_model, N_CLASSES)
         self.mix = LayerMix(len(encoder.layers), d_model) if layers == "all" else None
         self.channel_dropout = ChannelDropout()  # training sets its ``p`` (FinetuneConfig.feature_dropout)
+        self.style_mix = StyleMix()  # training sets its ``p`` (FinetuneConfig.style_mix)
         self.extra_heads = nn.ModuleList(
             Readout(make_frame_head(frame_head, d_model, dropout),
                     LayerMix(len(encoder.layers), d_model) if layers == "all" else None) for _ in range(heads - 1))
@@ -368,6 +404,7 @@ class EncoderClassifier(nn.Module):
         """This encoder with a new, untrained head of the same kind (one head), for :meth:`add_head` once trained."""
         fresh = EncoderClassifier(self.encoder, self.dropout.p, *self.head_kind).to(self.device)
         fresh.channel_dropout.p = self.channel_dropout.p
+        fresh.style_mix.p = self.style_mix.p
         return fresh
 
     @property
@@ -465,12 +502,13 @@ class EncoderClassifier(nn.Module):
         return torch.stack([torch.zeros_like(clip), clip], dim=-1), frames
 
     def _features(self, hidden: torch.Tensor, valid: torch.Tensor, mix: nn.Module | None) -> torch.Tensor:
-        """What a head reads: the layer mix (when there is one), centred if asked, channel dropout in training."""
+        """What a head reads: the layer mix (when there is one), centred if asked; in training, statistics mixed
+        between clips and channel dropout."""
         if mix is not None:
             hidden = mix(hidden)
         if self.center:  # padded frames need no zeroing: the frame heads mask their input (``_FirstConv.first``)
             hidden = hidden - masked_mean(hidden, valid).unsqueeze(1)
-        return self.channel_dropout(hidden)
+        return self.channel_dropout(self.style_mix(hidden, valid))
 
     def _frames(self, hidden: torch.Tensor, valid: torch.Tensor, head: nn.Module,
                 mix: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:

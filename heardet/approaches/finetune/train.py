@@ -122,6 +122,10 @@ class FinetuneConfig:
         feature_dropout: in training, the share of each clip's feature channels (after the layer mix)
             zeroed, the same channels in every frame (:class:`~heardet.approaches.finetune.model.ChannelDropout`);
             an augmentation against leaning on one speech engine's sound (0 = off).
+        style_mix: with frame pooling, the probability that a training batch's clips trade feature
+            statistics: each channel's mean and spread over a clip become a random mix of its own and another
+            clip's (:class:`~heardet.approaches.finetune.model.StyleMix`); an augmentation against a speech
+            engine's or a voice's sound, which shows in those statistics (0 = off).
         outside_weight: with cached states and frame pooling, a training positive's frames away from
             its phrase (outside its bounds widened by :data:`OUTSIDE_MARGIN_S`) are also pooled as a clip
             of their own that must score "no phrase"; that loss is added at this weight (0 = off). It is
@@ -187,6 +191,8 @@ class FinetuneConfig:
     top_epochs: int = setting(3, "an integer >= 1", is_int(1), "Epochs of stage (b) (top_layers > 0).")
     feature_dropout: float = setting(0.0, "a number in [0, 1)", is_number(0, 1, high_open=True),
                                      "Training drops this share of each clip's feature channels (all frames alike).")
+    style_mix: float = setting(0.0, "a number in [0, 1] (0 = off)", is_number(0, 1),
+                               "Probability that a training batch's clips trade feature statistics (pooling=frames).")
     outside_weight: float = setting(0.0, "a number >= 0 (0 = off)", is_number(0),
                                     "Weight of the loss on each training positive's frames away from its phrase.")
     hard_negative_weight: float = setting(1.0, "a number > 0", is_number(0, low_open=True),
@@ -229,6 +235,8 @@ class FinetuneConfig:
             "average_epochs": (self.average_epochs <= self.epochs and (self.average_epochs == 0 or self.cached),
                                f"0, or at most epochs ({self.epochs}) with cached states (encoder_lr=0, or "
                                "top_layers > 0): the average is of stage (a)'s heads"),
+            "style_mix": (self.style_mix == 0 or self.pooling == "frames",
+                          "0 with pooling='mean' (mixing each clip's statistics would replace the mean it classifies)"),
             "center": (not self.center or self.pooling == "frames",
                        "False with pooling='mean' (a centred clip's mean is zero: nothing would be left to classify)")})
 
@@ -648,6 +656,7 @@ def _base_model(config: FinetuneConfig,
     model, feature_extractor = factory(config.model, config.dropout)
     model = model.with_head(config.pooling, config.layers, config.frame_head, config.center)
     model.channel_dropout.p = config.feature_dropout
+    model.style_mix.p = config.style_mix
     model.head_vote = config.head_vote
     if config.max_seconds * 100 > model.max_frames:
         raise ValueError(f"FinetuneConfig.max_seconds={config.max_seconds!r} is invalid for {config.model!r}; "

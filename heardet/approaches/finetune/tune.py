@@ -52,7 +52,7 @@ MEDIAN_STARTUP_TRIALS = 3  # trials that always run in full before the median pr
 # FinetuneConfig fields that change what a trial's value means: a resumed study must keep them.
 OBJECTIVE_FIELDS = ("model", "n_folds", "epochs", "batch_size", "max_seconds", "freeze_encoder_steps",
                     "grad_clip", "augment", "seed", "max_train_clips", "pooling", "layers",
-                    "top_layers", "top_epochs", "feature_dropout", "frame_head", "center",
+                    "top_layers", "top_epochs", "feature_dropout", "style_mix", "frame_head", "center",
                     "outside_weight", "hard_negative_weight", "average_epochs")
 ERROR_TAG_CHARS = 5000  # MLflow tag values are limited; the full traceback goes to error.txt
 OPTUNA_DB = "optuna.db"
