@@ -111,7 +111,9 @@ PROFILES = {
     # clip"). The final fit takes three times as long; the folds (one head each) drop from 3 to 2 to pay
     # for part of it. End to end from cold caches: 82 minutes in a fresh checkout (test 0.987, near misses
     # 0.8 %, leave-one-engine-out 0.78 / 0.80), on a machine whose head trained about twice as fast as the
-    # one where the one-head profile took 120 minutes (benchmarks/README.md).
+    # one where the one-head profile took 120 minutes (benchmarks/README.md). style_mix=0.5 (clips trade feature
+    # statistics in training) was meant for leave-one-engine-out and lowered it: 0.70 / 0.75 against 0.78 / 0.80
+    # for one head (benchmarks/quality.md), so the profile keeps 0.
     "full": Profile("full", n_train=3200, n_test=1000, transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=2, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=20, finetune_batch=16, pooling="frames", layers="all",

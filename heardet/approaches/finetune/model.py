@@ -268,7 +268,9 @@ class StyleMix(nn.Module):
     An augmentation of the encoder states (``FinetuneConfig.style_mix``): what sets a speech engine or a
     voice apart shows in each channel's level and spread over a clip more than in the frame-to-frame
     pattern that says a phrase, so the head meets new mixes of the former and must lean on the latter.
-    Padded frames come out changed; the frame heads mask their input (``_FirstConv.first``)."""
+    Off by default: on the full profile's data (one seed) it raised test F1 but lowered leave-one-engine-out
+    F1 both ways (``benchmarks/quality.md``, ``style_mix``). Padded frames come out changed; the frame
+    heads mask their input (``_FirstConv.first``)."""
 
     ALPHA = 0.1  # the Beta distribution's two parameters: most λ near 0 or 1, a few near the middle
 
