@@ -461,26 +461,6 @@ def test_channel_dropout_zeroes_whole_channels_of_a_clip_in_training_only():
         ChannelDropout(1.0)
 
 
-def test_feature_dropout_reaches_the_trained_model_and_leaves_its_scores_alone(tiny_whisper, monkeypatch, tmp_path):
-    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
-    audios, labels, bounds = make_clips(12)
-    examples = LabelledAudio.from_arrays(audios, labels, bounds)
-    config = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, encoder_lr=0.0, head_lr=1e-3,
-                            max_seconds=2.0, device="cpu", feature_dropout=0.4)
-    plain = fit(examples, dataclasses.replace(config, feature_dropout=0.0), tiny_factory(tiny_whisper),
-                progress=False)
-    fitted = fit(examples, config, tiny_factory(tiny_whisper), progress=False)
-    assert fitted.model.channel_dropout.p == 0.4 and plain.model.channel_dropout.p == 0.0
-    heads = [dict(m.model.head.named_parameters()) for m in (plain, fitted)]
-    assert not torch.allclose(heads[0]["conv1.weight"], heads[1]["conv1.weight"]), "the dropout changed training"
-    first = predict_audio(fitted.model, fitted.feature_extractor, audios[:3], 2.0)
-    fitted.model.channel_dropout.p = 0.0
-    again = predict_audio(fitted.model, fitted.feature_extractor, audios[:3], 2.0)
-    assert [r.score for r in first] == [r.score for r in again], "scoring drops no channels"
-    with pytest.raises(ValueError, match=r"FinetuneConfig\.feature_dropout=1.0 is invalid"):
-        FinetuneConfig(feature_dropout=1.0)
-
-
 def test_style_mix_trades_clip_statistics_in_training_and_keeps_each_clips_pattern():
     from heardet.approaches.finetune.model import StyleMix
 
@@ -505,32 +485,56 @@ def test_style_mix_trades_clip_statistics_in_training_and_keeps_each_clips_patte
         got = (out[k, valid[k]] - means[k]) / spreads[k]
         assert torch.allclose(got, pattern[k, valid[k]], atol=1e-3)
     assert torch.equal(StyleMix(1.0).eval()(hidden, valid), hidden)
+    state = torch.get_rng_state()
     assert torch.equal(StyleMix(0.0).train()(hidden, valid), hidden)
+    assert torch.equal(torch.get_rng_state(), state), "off, it draws no random number: recipes train as before"
+    half = StyleMix(0.5).train()
+    assert 60 < sum(not torch.equal(half(hidden, valid), hidden) for _ in range(200)) < 140, "p is per batch"
     assert torch.equal(StyleMix(1.0).train()(hidden[:1], valid[:1]), hidden[:1]), "a clip alone has no one to trade with"
     with pytest.raises(ValueError, match=r"style mix probability must be in \[0, 1\], got 1.5"):
         StyleMix(1.5)
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.style_mix=0.5 is invalid.*pooling='mean'"):
+        FinetuneConfig(pooling="mean", layers="last", style_mix=0.5)
 
 
-def test_style_mix_reaches_the_trained_model_and_leaves_its_scores_alone(tiny_whisper, monkeypatch, tmp_path):
+@pytest.mark.parametrize(("field", "module", "kind", "value", "invalid"), [
+    ("feature_dropout", "channel_dropout", "ChannelDropout", 0.4, 1.0),
+    ("style_mix", "style_mix", "StyleMix", 1.0, 1.5),
+])
+def test_a_feature_augmentation_reaches_the_trained_model_and_leaves_its_scores_alone(
+        field, module, kind, value, invalid, tiny_whisper, monkeypatch, tmp_path):
+    from heardet.approaches.finetune import model as model_module
+
     monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    changed = []  # per call of the augmentation in training: did it change the features?
+    forward = getattr(model_module, kind).forward
+
+    def spy(self, hidden, *rest):
+        out = forward(self, hidden, *rest)
+        if self.training:
+            changed.append(not torch.equal(out, hidden))
+        return out
+
+    monkeypatch.setattr(getattr(model_module, kind), "forward", spy)
     audios, labels, bounds = make_clips(12)
     examples = LabelledAudio.from_arrays(audios, labels, bounds)
     config = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=4, encoder_lr=0.0, head_lr=1e-3,
-                            max_seconds=2.0, device="cpu", style_mix=1.0)
-    plain = fit(examples, dataclasses.replace(config, style_mix=0.0), tiny_factory(tiny_whisper), progress=False)
+                            max_seconds=2.0, device="cpu", **{field: value})
+    plain = fit(examples, dataclasses.replace(config, **{field: 0.0}), tiny_factory(tiny_whisper), progress=False)
+    assert changed and not any(changed), "off, it leaves training's features alone"
+    changed.clear()
     fitted = fit(examples, config, tiny_factory(tiny_whisper), progress=False)
-    assert fitted.model.style_mix.p == 1.0 and plain.model.style_mix.p == 0.0
-    assert fitted.model.fresh_head().style_mix.p == 1.0, "a further head trains with it too"
+    assert any(changed), "on, it changes training's features"
+    assert getattr(fitted.model, module).p == value and getattr(plain.model, module).p == 0.0
+    assert getattr(fitted.model.fresh_head(), module).p == value, "a further head trains with it too"
     heads = [dict(m.model.head.named_parameters()) for m in (plain, fitted)]
-    assert not torch.allclose(heads[0]["conv1.weight"], heads[1]["conv1.weight"]), "the mixing changed training"
+    assert not torch.allclose(heads[0]["conv1.weight"], heads[1]["conv1.weight"]), "it changed training"
     first = predict_audio(fitted.model, fitted.feature_extractor, audios[:3], 2.0)
-    fitted.model.style_mix.p = 0.0
+    getattr(fitted.model, module).p = 0.0
     again = predict_audio(fitted.model, fitted.feature_extractor, audios[:3], 2.0)
-    assert [r.score for r in first] == [r.score for r in again], "scoring mixes nothing"
-    with pytest.raises(ValueError, match=r"FinetuneConfig\.style_mix=0.5 is invalid.*pooling='mean'"):
-        FinetuneConfig(pooling="mean", layers="last", style_mix=0.5)
-    with pytest.raises(ValueError, match=r"FinetuneConfig\.style_mix=1.5 is invalid"):
-        FinetuneConfig(style_mix=1.5)
+    assert [r.score for r in first] == [r.score for r in again], "scoring does not augment"
+    with pytest.raises(ValueError, match=rf"FinetuneConfig\.{field}={invalid} is invalid"):
+        FinetuneConfig(**{field: invalid})
 
 
 def test_outside_frames_are_a_positives_frames_away_from_its_phrase_in_the_cached_crop():

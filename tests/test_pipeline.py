@@ -39,8 +39,8 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     assert (children.status == "FINISHED").all()
     finetune = children[children["tags.approach"] == "finetune"].iloc[0]
     assert float(finetune["params.feature_dropout"]) == PROFILES["smoke"].feature_dropout > 0  # carried through
-    assert float(finetune["params.style_mix"]) == PROFILES["smoke"].style_mix > 0
     tune = children[children["tags.approach"] == "tune"].iloc[0]
+    assert float(finetune["params.style_mix"]) == float(tune["params.style_mix"]) == PROFILES["smoke"].style_mix > 0
     assert finetune["params.frame_head"] == tune["params.frame_head"] == PROFILES["smoke"].frame_head == "gru"
     assert finetune["params.center"] == tune["params.center"] == str(PROFILES["smoke"].center).lower() == "true"
     assert float(finetune["params.outside_weight"]) == float(tune["params.outside_weight"]) \

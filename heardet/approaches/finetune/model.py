@@ -265,12 +265,13 @@ class StyleMix(nn.Module):
     batch of one. MixStyle (Zhou et al., "Domain generalization with MixStyle", ICLR 2021) on the frame
     features.
 
-    An augmentation of the encoder states (``FinetuneConfig.style_mix``): what sets a speech engine or a
-    voice apart shows in each channel's level and spread over a clip more than in the frame-to-frame
-    pattern that says a phrase, so the head meets new mixes of the former and must lean on the latter.
-    Off by default: on the full profile's data (one seed) it raised test F1 but lowered leave-one-engine-out
-    F1 both ways (``benchmarks/quality.md``, ``style_mix``). Padded frames come out changed; the frame
-    heads mask their input (``_FirstConv.first``)."""
+    An augmentation of the encoder states (``FinetuneConfig.style_mix``). The intent: if what sets a speech
+    engine or a voice apart shows in each channel's level and spread over a clip, the head meets new mixes
+    of those and must lean on the frame-to-frame pattern that says the phrase. Measured on the full
+    profile's data (one seed), it raised test F1 but lowered leave-one-engine-out F1 both ways
+    (``benchmarks/quality.md``, ``style_mix``), so it is off by default. Unlike MixStyle's reference code the
+    statistics are not detached: gradients pass through them, as in that measurement. Padded frames come
+    out changed; the frame heads mask their input (``_FirstConv.first``)."""
 
     ALPHA = 0.1  # the Beta distribution's two parameters: most λ near 0 or 1, a few near the middle
 
