@@ -285,10 +285,8 @@ class StyleMix(nn.Module):
         batch = hidden.shape[0]
         if not self.training or self.p == 0.0 or batch < 2 or float(torch.rand(())) >= self.p:
             return hidden
-        weight = valid.unsqueeze(-1).to(hidden.dtype)
-        count = weight.sum(dim=1, keepdim=True).clamp(min=1.0)
-        mean = (hidden * weight).sum(dim=1, keepdim=True) / count
-        std = (((hidden - mean) ** 2 * weight).sum(dim=1, keepdim=True) / count + 1e-5).sqrt()
+        mean = masked_mean(hidden, valid).unsqueeze(1)
+        std = (masked_mean((hidden - mean) ** 2, valid).unsqueeze(1) + 1e-5).sqrt()
         other = torch.randperm(batch, device=hidden.device)
         lam = torch.distributions.Beta(self.ALPHA, self.ALPHA).sample((batch, 1, 1)).to(hidden.device, hidden.dtype)
         mixed_mean = lam * mean + (1.0 - lam) * mean[other]

@@ -814,17 +814,25 @@ def fit(examples: LabelledAudio, config: FinetuneConfig | None = None,
     return FittedClassifier(model, feature_extractor, float(threshold), None, steps, seconds, offsets, stage_seconds)
 
 
-def engine_holdout(examples: LabelledAudio, config: FinetuneConfig, threshold: float,
-                   encoder_factory: EncoderFactory | None = None) -> dict[str, Scores]:
-    """Leave-one-engine-out macro F1 (:func:`heardet.cv.leave_one_engine_out`): a model fitted on every clip
-    of the other engines (``refit="all"``, no subsample), scored on this engine's clips at ``threshold``."""
+def holdout_predictor(examples: LabelledAudio, config: FinetuneConfig,
+                      encoder_factory: EncoderFactory | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``fit_predict(train_rows, held_out_rows)`` for leave-one-engine-out: a model of ``config`` (one head) fitted on
+    every clip of ``train_rows`` (``refit="all"``, no subsample), and its phrase probabilities of ``held_out_rows``."""
     held_config = dataclasses.replace(one_head(config), refit="all", max_train_clips=0)
 
     def fit_predict(rows: np.ndarray, held_out: np.ndarray) -> np.ndarray:
         held = fit(examples.subset(rows), held_config, encoder_factory, progress=False)
         return evaluate(held.model, held.feature_extractor, examples.subset(held_out), held_config)[0]
 
-    return leave_one_engine_out(examples.engines or None, examples.labels, fit_predict, threshold)
+    return fit_predict
+
+
+def engine_holdout(examples: LabelledAudio, config: FinetuneConfig, threshold: float,
+                   encoder_factory: EncoderFactory | None = None) -> dict[str, Scores]:
+    """Leave-one-engine-out macro F1 (:func:`heardet.cv.leave_one_engine_out`): a model fitted on every clip
+    of the other engines (:func:`holdout_predictor`), scored on this engine's clips at ``threshold``."""
+    return leave_one_engine_out(examples.engines or None, examples.labels,
+                                holdout_predictor(examples, config, encoder_factory), threshold)
 
 
 OFFSET_CLIPS = 200  # positives whose peak frames calibrate the phrase offsets
