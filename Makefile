@@ -13,7 +13,10 @@ PROFILE ?= quick
 # Entry points run with `python` from PATH (--env-manager local): the project's venv first.
 RUN_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := espeak-ng festival festvox-ru libsndfile1 postgresql
+SYSTEM_PACKAGES := espeak-ng festival festvox-ru rhvoice rhvoice-russian libsndfile1 postgresql
+# RHVoice (a third Russian speech engine) is in Debian's non-free section: where no apt source
+# offers it, set-up adds that section of the system's own Debian release in this file.
+NONFREE_SOURCE := /etc/apt/sources.list.d/heardet-debian-non-free.sources
 # Spark's Java runtime; not installed when `java` is already on PATH.
 JAVA_PACKAGE := default-jre-headless
 STACK  ?= .stack
@@ -30,7 +33,20 @@ system-deps:
 	  command -v java >/dev/null 2>&1 || echo $(JAVA_PACKAGE)); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:" $$missing; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  $(SUDO) apt-get update -qq || exit $$?; \
+	  if echo "$$missing" | grep -q rhvoice && [ -z "$$(apt-cache policy rhvoice-russian 2>/dev/null | grep Candidate: | grep -v none)" ]; then \
+	    . /etc/os-release; \
+	    if [ "$$ID" = debian ] && [ -n "$$VERSION_CODENAME" ]; then \
+	      echo "adding Debian's non-free section ($$VERSION_CODENAME) for rhvoice: $(NONFREE_SOURCE)"; \
+	      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	        "$$VERSION_CODENAME" | $(SUDO) tee $(NONFREE_SOURCE) >/dev/null && $(SUDO) apt-get update -qq || exit $$?; \
+	    else \
+	      echo "warning: no apt source here offers rhvoice-russian (Debian: non-free); installing the rest," \
+	        "and datasets with --rhvoice-fraction above 0 will name what is missing" >&2; \
+	      missing=$$(echo $$missing | tr ' ' '\n' | grep -v rhvoice | tr '\n' ' '); \
+	    fi; \
+	  fi; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(VENV)/bin/python:

@@ -147,7 +147,8 @@ def validate(data_dir: Path, no_progress: bool) -> None:
               help="Whose voices and sentences the calls use: train (to choose an operating point) or test.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def synth(out: Path, calls: int, minutes: float, calls_split: str, no_progress: bool, **options) -> None:
-    """Generate a Russian TTS dataset (espeak-ng + festival) in the competition layout.
+    """Generate a Russian TTS dataset (espeak-ng, festival and, with --rhvoice-fraction, RHVoice) in the
+    competition layout.
 
     Clips already generated in OUT are kept, so an interrupted run can be resumed. With --calls,
     writes call-like stereo recordings instead (agent left, customer right, 8 kHz telephone band)

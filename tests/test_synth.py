@@ -1,7 +1,8 @@
 """heardet.synth: layout, labels, bounds, determinism, resumability and config validation.
 
 The TTS tests make one tiny dataset (6 train + 4 test clips, espeak-ng and festival) per module
-and copy it where a test changes it; planning tests need no TTS at all.
+and copy it where a test changes it; RHVoice gets a tiny dataset of its own; planning tests need no
+TTS at all.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ MISSING = [tool for tool in ("espeak-ng", "festival") if shutil.which(tool) is N
 needs_tts = pytest.mark.skipif(
     bool(MISSING), reason=f"TTS tools missing: {', '.join(MISSING)} (apt-get install espeak-ng festival festvox-ru)")
 
+needs_rhvoice = pytest.mark.skipif(
+    not voices.rhvoice_installed(), reason="RHVoice missing (apt-get install rhvoice rhvoice-russian, Debian non-free)")
+
 TINY = SynthConfig(n_train=6, n_test=4, seed=7, workers=1)
+THREE_ENGINES = SynthConfig(festival_fraction=0.34, rhvoice_fraction=0.33)
 
 
 def rows_of(root: Path) -> list[dict]:
@@ -145,6 +150,31 @@ def test_festival_cuts_a_middle_out_of_its_sentence_at_its_word_times(tmp_path):
     assert abs(len(fast) - len(first) / 1.3) < 0.05 * len(first)
 
 
+@needs_rhvoice
+def test_rhvoice_voices_its_own_speakers_with_bounds_around_the_phrase(tmp_path):
+    quiet_room = {f"{k}_prob": 0.0 for k in ("noise", "speech", "reverb", "telephone", "codec", "clipping")}
+    config = replace(TINY, festival_fraction=0.0, rhvoice_fraction=1.0, n_train=4, n_test=2, positive_fraction=1.0,
+                     **quiet_room)
+    report = synthesize(tmp_path / "data", config, progress=False)
+    rows = rows_of(tmp_path / "data")
+    assert report.n_generated == 6 and {r["engine"] for r in rows} == {"rhvoice"}
+    for r in rows:
+        base = r["voice_settings"]["base"]
+        assert (base in voices.RHVOICE_TEST_VOICES) == (r["split"] == "test") and r["voice"].startswith(f"rhvoice/{base}/")
+        audio, sr = sf.read(tmp_path / "data" / f"wav_{r['split']}" / f"{r['id']}.wav", dtype="float32")
+        quiet = np.abs(audio[: int(r["segments"][0]["start"] * sr) - 160]).max()
+        for start, end in r["bounds"]:
+            assert np.abs(audio[int(start * sr) : int(end * sr)]).max() > 5 * quiet, (r["id"], start, end)
+
+
+@needs_rhvoice
+def test_rhvoice_follows_its_rate_and_refuses_a_speaker_it_lacks():
+    slow, fast = (voices.rhvoice("не слышу", "irina", rate) for rate in (70, 140))
+    assert 1.7 < len(slow) / len(fast) < 2.3, (len(slow), len(fast))
+    with pytest.raises(RuntimeError, match="'nobody' is not installed.*rhvoice-russian"):
+        voices.rhvoice("не слышу", "nobody", 100)  # RHVoice-test itself would say it in another voice
+
+
 @needs_tts
 def test_festival_middles_in_a_dataset_are_cut_from_their_sentences(made):
     rows = rows_of(made[0])
@@ -180,7 +210,7 @@ def test_a_custom_phrase_gets_derived_near_misses_that_never_contain_it():
 
 
 def test_the_test_split_uses_voices_and_carrier_frames_the_train_split_never_uses():
-    config = SynthConfig(n_train=3000, n_test=1000)
+    config = replace(THREE_ENGINES, n_train=3000, n_test=1000)
     near = near_misses(config.phrase)
     plans = {split: [plan_clip(config, near, split, i, Banks()) for i in range(n)]
              for split, n in (("train", 3000), ("test", 1000))}
@@ -188,8 +218,12 @@ def test_the_test_split_uses_voices_and_carrier_frames_the_train_split_never_use
     frames_of = {split: {p.words.frame for p in group} for split, group in plans.items()}
     assert not voices_of["train"] & voices_of["test"], sorted(voices_of["train"] & voices_of["test"])[:5]
     assert not frames_of["train"] & frames_of["test"], sorted(frames_of["train"] & frames_of["test"])[:5]
-    bases = {split: {p.voice.base for p in group if p.voice.engine == "espeak-ng"} for split, group in plans.items()}
-    assert not bases["train"] & bases["test"], "an espeak-ng base voice speaks in both splits"
+    for engine in ("espeak-ng", "rhvoice"):  # festival has one base speaker: its formant bins are split instead
+        bases = {split: {p.voice.base for p in group if p.voice.engine == engine} for split, group in plans.items()}
+        assert bases["train"] and bases["test"] and not bases["train"] & bases["test"], (engine, bases)
+    engines = [p.voice.engine for p in plans["train"]]
+    assert {e: round(engines.count(e) / len(engines), 2) for e in set(engines)} == {
+        "festival": 0.34, "rhvoice": 0.33, "espeak-ng": 0.33}
     assert len(voices_of["train"]) > 100 and len(frames_of["test"]) >= 10
 
 
@@ -253,6 +287,7 @@ def test_a_foreign_dataset_directory_is_refused(tmp_path, write_audio):
     ("gain_db", (0.0,)), ("noise_prob", 2), ("telephone_prob", True), ("reverb_prob", float("nan")),
     ("codec_prob", 1.5), ("speech_prob", -1), ("clipping_prob", "x"),
     ("hard_negatives", ("я не слышу",)), ("hard_negatives", "не слышно"), ("seed", -3), ("workers", 0),
+    ("rhvoice_fraction", 1.5), ("rhvoice_fraction", 0.6),  # 0.6 + festival's 0.5 > 1
 ])
 def test_config_validation_names_the_field_and_the_value(field, value):
     with pytest.raises(ValueError, match=rf"SynthConfig\.{field}=.* is invalid; allowed: "):
@@ -268,6 +303,24 @@ def test_config_hash_ignores_counts_and_workers_but_not_settings():
     base = SynthConfig()
     assert base.clip_hash() == SynthConfig(n_train=5, n_test=1, workers=1).clip_hash()
     assert base.clip_hash() != SynthConfig(snr_db=(0.0, 30.0)).clip_hash()
+
+
+def test_a_dataset_made_before_rhvoice_keeps_its_hash_and_rhvoice_changes_it():
+    assert SynthConfig().clip_hash() == "f5da83f3a6501582", "generator version 3's default data would be refused"
+    assert THREE_ENGINES.clip_hash() != SynthConfig(festival_fraction=0.34).clip_hash()
+
+
+def test_check_tts_names_missing_rhvoice_speakers_and_the_non_free_section(monkeypatch, tmp_path):
+    (tmp_path / "irina").mkdir()
+    monkeypatch.setattr(voices, "RHVOICE_DIRS", (str(tmp_path),))
+    monkeypatch.setattr(voices.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(voices.subprocess, "run", lambda *a, **k: type("Done", (), {"stdout": "5  ru  M  russian"}))
+    check_tts(festival=False)  # RHVoice not asked for
+    with pytest.raises(RuntimeError, match=r"speakers aleksandr, anna.*apt-get install -y rhvoice-russian.*non-free"):
+        check_tts(festival=False, rhvoice=True)
+    monkeypatch.setattr(voices.shutil, "which", lambda name: None if name == "RHVoice-test" else f"/usr/bin/{name}")
+    with pytest.raises(RuntimeError, match=r"rhvoice, rhvoice-russian.*apt-get install -y rhvoice rhvoice-russian"):
+        check_tts(festival=False, rhvoice=True)
 
 
 def test_check_tts_names_missing_tools_and_the_install_command(monkeypatch):

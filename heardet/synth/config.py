@@ -34,6 +34,8 @@ class SynthConfig:
     positive_fraction: float = setting(0.5, *FRACTION, "Share of clips that say the phrase.")
     hard_negative_fraction: float = setting(0.5, *FRACTION, "Share of negatives that are near misses.")
     festival_fraction: float = setting(0.5, *FRACTION, "Share of clips voiced by festival (rest espeak-ng).")
+    rhvoice_fraction: float = setting(0.0, *FRACTION, "Share of clips voiced by RHVoice (taken from espeak-ng's "
+                                                      "share; festival_fraction + rhvoice_fraction <= 1).")
     noise_prob: float = setting_of(AugmentConfig, "noise_prob")
     snr_db: tuple[float, float] = setting_of(AugmentConfig, "snr_db")
     speech_prob: float = setting_of(AugmentConfig, "speech_prob")
@@ -49,8 +51,13 @@ class SynthConfig:
     workers: int = setting(2, "an integer >= 1", is_int(1), "Parallel processes (never changes the clips).")
 
     def __post_init__(self) -> None:
+        shares = (self.festival_fraction, self.rhvoice_fraction)
+        numeric = all(isinstance(v, (int, float)) for v in shares)  # else the fields' own checks name them
         validate(self, {
             "n_train": (self.n_train + self.n_test > 0, "> 0 when n_test is 0 (nothing to generate)"),
+            "rhvoice_fraction": (not numeric or sum(shares) <= 1.0,
+                                 f"<= 1 - festival_fraction ({f'{1.0 - shares[0]:g}' if numeric else '?'}): "
+                                 f"the engines' shares add up to at most 1"),
             "hard_negatives": (not any(count(h, self.phrase) for h in self.hard_negatives),
                                f"phrases that do not contain the phrase {self.phrase!r}"),
         })
@@ -66,6 +73,8 @@ class SynthConfig:
     def clip_hash(self) -> str:
         """Hash of the settings that shape clips (not the counts, not ``workers``)."""
         shaping = {k: v for k, v in asdict(self).items() if k not in ("n_train", "n_test", "workers")}
+        if not self.rhvoice_fraction:  # added after version 3 changed nothing at 0: those datasets keep their hash
+            del shaping["rhvoice_fraction"]
         text = json.dumps({"generator_version": GENERATOR_VERSION, **shaping}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 

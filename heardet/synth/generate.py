@@ -214,7 +214,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig = SynthConfig(), progres
     """
     started = time.perf_counter()
     out = Path(out_dir)
-    check_tts(festival=config.festival_fraction > 0)
+    check_tts(festival=config.festival_fraction > 0, rhvoice=config.rhvoice_fraction > 0)
     out.mkdir(parents=True, exist_ok=True)
     _claim(out, config)
     for sub in ("wav_train", "wav_test", ".tmp"):

@@ -52,7 +52,9 @@ def plan_clip(config: SynthConfig, near: list[str], split: str, index: int, bank
     u = (phases[0] + index * 0.6180339887498949) % 1.0
     v = (phases[1] + index * 0.41421356237309515) % 1.0
     said = plan_text(config.phrase, near, config.positive_fraction, config.hard_negative_fraction, u, split, rng)
-    speaker = draw_voice("festival" if v < config.festival_fraction else "espeak-ng", split, rng)
+    engine = ("festival" if v < config.festival_fraction else
+              "rhvoice" if v < config.festival_fraction + config.rhvoice_fraction else "espeak-ng")
+    speaker = draw_voice(engine, split, rng)
     edges = tuple(round(float(rng.uniform(*EDGE_SILENCE_S)), 3) for _ in range(2))
     pauses = tuple(round(float(rng.uniform(*PAUSE_S)), 3) for _ in range(len(said.segments) - 1))
     augment = draw(config.augment, np.random.default_rng([config.seed, split_index, index, 1]), banks)

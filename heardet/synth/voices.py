@@ -1,15 +1,20 @@
-"""The speakers: espeak-ng and festival (Russian), made into many voices by pitch, formant and tempo changes.
+"""The speakers: espeak-ng, festival and RHVoice (Russian), made into many voices by pitch, formant and tempo changes.
 
 A :class:`Voice` is an engine's base voice plus a *formant factor*: the whole utterance is resampled
 by that factor (a vocal-tract-length and speed perturbation: formants, pitch and tempo move
 together), then, for festival, time-stretched back and pitch-shifted with pedalboard (Rubber Band,
-formants preserved). espeak-ng varies rate and pitch natively. A voice's id names its engine, base
+formants preserved). espeak-ng and RHVoice vary rate and pitch natively. A voice's id names its engine, base
 voice and formant bin; the test split uses ids the train split never uses (:func:`draw_voice`).
 
 festival is deterministic: a text on its own always gets the same units, so a phrase voiced alone would
 be one recording in every clip, and a model trained on festival alone would learn that one recording.
 :func:`say_in_context` therefore cuts a segment out of festival's rendering of the clip's whole text,
 at festival's own word times: the units and timing around the phrase change with its sentence.
+
+RHVoice (Debian's ``rhvoice`` and ``rhvoice-russian``, in Debian's non-free section) is a statistical
+parametric synthesiser with 14 Russian speakers of its own, men and women: a third kind of voice, unlike
+espeak-ng's formant synthesis and festival's unit selection. Its speakers are split between train and test
+like espeak-ng's variants.
 """
 
 from __future__ import annotations
@@ -42,16 +47,24 @@ FESTIVAL_TEST_BINS = (1, 4)  # festival has one base speaker: these formant bins
 FESTIVAL_TEMPO = (0.85, 1.2)  # tempo factor of festival speech
 FESTIVAL_SEMITONES = (-4, 4)  # pitch shift of festival speech, whole semitones (Rubber Band is 6x slower
 #                               on fractional shifts; the formant factor makes the pitch continuous anyway)
+RHVOICE_VOICES = tuple(
+    "aleksandr anna arina artemiy elena evgeniy-rus irina mikhail pavel tatiana victoria vitaliy yuriy".split())
+# Two men and two women speak in the test split only (aleksandr-hq, the same speaker as aleksandr, is not used).
+RHVOICE_TEST_VOICES = ("arina", "mikhail", "tatiana", "yuriy")
+RHVOICE_DIRS = ("/usr/share/RHVoice/voices", "/usr/local/share/RHVoice/voices")
+RHVOICE_RATE = (75, 135)  # RHVoice speech rate, percent of the speaker's own
+RHVOICE_PITCH = (80, 125)  # RHVoice pitch, percent of the speaker's own
 TRIM_DB = 35.0  # a 10 ms frame this far below the loudest frame counts as silence
 
 
 @dataclass(frozen=True)
 class Voice:
-    """One speaker. ``rate``: words per minute (espeak-ng) or tempo factor (festival); ``pitch``: espeak-ng
-    pitch units (0..99) or festival semitones; ``formant``: the resampling factor (> 1 is a shorter tract)."""
+    """One speaker. ``rate``: words per minute (espeak-ng), tempo factor (festival) or percent (RHVoice);
+    ``pitch``: espeak-ng pitch units (0..99), festival semitones or percent (RHVoice); ``formant``: the
+    resampling factor (> 1 is a shorter tract)."""
 
-    engine: str  # espeak-ng | festival
-    base: str  # espeak-ng voice "ru+m3", or FESTIVAL_BASE
+    engine: str  # espeak-ng | festival | rhvoice
+    base: str  # espeak-ng voice "ru+m3", FESTIVAL_BASE, or an RHVoice speaker "irina"
     formant: float
     rate: float
     pitch: int
@@ -77,8 +90,19 @@ def festival_bins(split: str) -> list[int]:
     return [k for k in range(len(FORMANT_BINS)) if (k in FESTIVAL_TEST_BINS) == (split == "test")]
 
 
+def rhvoice_speakers(split: str) -> list[str]:
+    """The RHVoice speakers of ``split``: train and test never share one."""
+    return [v for v in RHVOICE_VOICES if (v in RHVOICE_TEST_VOICES) == (split == "test")]
+
+
 def draw_voice(engine: str, split: str, rng: np.random.Generator) -> Voice:
     """A new speaker of ``engine`` for a clip of ``split``, drawn from the voices that split may use."""
+    if engine == "rhvoice":
+        speakers = rhvoice_speakers(split)
+        base = speakers[int(rng.integers(len(speakers)))]
+        formant = float(rng.uniform(FORMANT_BINS[1][0], FORMANT_BINS[-2][1]))  # its own speakers vary the most
+        return Voice("rhvoice", base, round(formant, 4), int(rng.integers(RHVOICE_RATE[0], RHVOICE_RATE[1] + 1)),
+                     int(rng.integers(RHVOICE_PITCH[0], RHVOICE_PITCH[1] + 1)))
     if engine == "festival":
         bins = festival_bins(split)
         low, high = FORMANT_BINS[bins[int(rng.integers(len(bins)))]]
@@ -92,8 +116,16 @@ def draw_voice(engine: str, split: str, rng: np.random.Generator) -> Voice:
                  int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1)))
 
 
-def check_tts(festival: bool = True) -> None:
-    """Check that espeak-ng (Russian) and, if ``festival``, festival with festvox-ru are installed.
+def rhvoice_installed() -> list[str]:
+    """The RHVoice speakers of :data:`RHVOICE_VOICES` installed here (none without ``RHVoice-test``)."""
+    if shutil.which("RHVoice-test") is None:
+        return []
+    return [v for v in RHVOICE_VOICES if any((Path(d) / v).is_dir() for d in RHVOICE_DIRS)]
+
+
+def check_tts(festival: bool = True, rhvoice: bool = False) -> None:
+    """Check that espeak-ng (Russian), if ``festival`` festival with festvox-ru, and if ``rhvoice`` RHVoice
+    with every speaker of :data:`RHVOICE_VOICES`, are installed.
 
     Raises:
         RuntimeError: naming what is missing and the ``apt-get install`` command that adds it.
@@ -108,10 +140,17 @@ def check_tts(festival: bool = True) -> None:
         missing += ["festival", "festvox-ru"]
     elif festival and not any(Path(d).is_dir() for d in FESTIVAL_VOICE_DIRS):
         missing.append(f"festvox-ru (festival voice {FESTIVAL_VOICE})")
+    if rhvoice and shutil.which("RHVoice-test") is None:
+        missing += ["rhvoice", "rhvoice-russian"]
+    elif rhvoice and len(installed := rhvoice_installed()) < len(RHVOICE_VOICES):
+        absent = [v for v in RHVOICE_VOICES if v not in installed]
+        missing.append(f"rhvoice-russian (RHVoice speakers {', '.join(absent)} under {' or '.join(RHVOICE_DIRS)})")
     if missing:
         packages = " ".join(sorted({m.split()[0] for m in missing}))
+        where = (" (rhvoice is in Debian's non-free section: add the component 'non-free' to the system's apt "
+                 "sources first)" if "rhvoice-russian" in packages else "")
         raise RuntimeError(f"TTS tools missing: {', '.join(missing)}. Install them with: "
-                           f"sudo apt-get install -y {packages}")
+                           f"sudo apt-get install -y {packages}{where}")
 
 
 def run_tool(cmd: list[str], stdin: bytes | None = None, timeout: float = 120) -> bytes:
@@ -141,6 +180,18 @@ def espeak(text: str, voice: str, rate: int, pitch: int = 50) -> np.ndarray:
     """``text`` said by espeak-ng ``voice`` at ``rate`` words per minute and ``pitch`` (0..99)."""
     cmd = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout"]
     return read_wav(run_tool(cmd, stdin=text.encode("utf-8")), f"espeak-ng -v {voice}")  # stdin: no option parsing
+
+
+def rhvoice(text: str, voice: str, rate: int, pitch: int = 100) -> np.ndarray:
+    """``text`` said by RHVoice speaker ``voice`` at ``rate`` and ``pitch`` percent of the speaker's own.
+
+    RHVoice-test falls back to another speaker without an error when ``voice`` is not installed, so the
+    speaker is checked first."""
+    if not any((Path(d) / voice).is_dir() for d in RHVOICE_DIRS):
+        raise RuntimeError(f"RHVoice speaker {voice!r} is not installed (looked in {', '.join(RHVOICE_DIRS)}); "
+                           f"install Debian's rhvoice-russian")
+    cmd = ["RHVoice-test", "-p", voice, "-r", str(rate), "-t", str(pitch), "-o", "-"]
+    return read_wav(run_tool(cmd, stdin=text.encode("utf-8")), f"RHVoice-test -p {voice}")
 
 
 def festival_path(cache: Path, text: str) -> Path:
@@ -239,6 +290,8 @@ def say(voice: Voice, text: str, tempo: float, festival_cache: Path | None) -> n
         if festival_cache is None or not festival_path(festival_cache, text).is_file():
             raise RuntimeError(f"no festival rendering of {text!r}: call festival_batch first")
         return stretch(trim(read_wav(festival_path(festival_cache, text), "festival"), text), tempo)
+    if voice.engine == "rhvoice":
+        return trim(rhvoice(text, voice.base, int(round(voice.rate * tempo)), voice.pitch), text)
     return trim(espeak(text, voice.base, int(round(voice.rate * tempo)), voice.pitch), text)
 
 
