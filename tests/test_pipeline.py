@@ -37,6 +37,8 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     children = runs[runs["tags.mlflow.parentRunId"] == parent.run_id]
     assert set(children["tags.approach"]) >= {"synth", "rule", "catboost", "finetune", "tune", "ensemble", "promote"}
     assert (children.status == "FINISHED").all()
+    synth = children[children["tags.approach"] == "synth"].iloc[0]
+    assert float(synth["params.rhvoice_fraction"]) == PROFILES["smoke"].rhvoice_fraction > 0  # three engines
     finetune = children[children["tags.approach"] == "finetune"].iloc[0]
     assert float(finetune["params.feature_dropout"]) == PROFILES["smoke"].feature_dropout > 0  # carried through
     tune = children[children["tags.approach"] == "tune"].iloc[0]
