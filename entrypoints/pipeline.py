@@ -136,6 +136,16 @@ PROFILES = {
 }
 
 
+def study_name(p: Profile) -> str:
+    """The profile's Optuna study: named by its synth settings too, so a profile whose data changed starts a new
+    study instead of meeting the old one's trials (the tune refuses a study run on other clips)."""
+    from heardet.synth import SynthConfig
+
+    synth = SynthConfig(n_train=p.n_train, n_test=p.n_test, festival_fraction=p.festival_fraction,
+                        rhvoice_fraction=p.rhvoice_fraction)
+    return f"heardet-{p.name}-{synth.clip_hash()[:8]}"
+
+
 @dataclass
 class StageResult:
     """One row of the final table."""
@@ -217,7 +227,7 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
               "outside_weight": p.outside_weight, "hard_negative_weight": p.hard_negative_weight, "center": str(p.center).lower(),
               "average_epochs": p.average_epochs}
     tune = stage("tune", "tune", data=data, n_trials=p.tune_trials, n_folds=p.tune_folds,
-                 max_train_clips=p.tune_max_train_clips, study_name=f"heardet-{p.name}",
+                 max_train_clips=p.tune_max_train_clips, study_name=study_name(p),
                  encoder_lr_min=p.encoder_lr[0], encoder_lr_max=p.encoder_lr[1], start=p.tune_start, **shared)
     finetune = stage("approach 3: finetune", "finetune", data=data, out=out, n_folds=p.finetune_folds,
                      max_train_clips=p.max_train_clips, params_from=tune.run_id, loeo=str(p.loeo).lower(), heads=p.heads, head_vote=p.head_vote,

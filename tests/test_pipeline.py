@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from ct2_fixture import write_tiny_ct2
 
-from entrypoints.pipeline import PROFILES
+from entrypoints.pipeline import PROFILES, study_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +42,7 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     finetune = children[children["tags.approach"] == "finetune"].iloc[0]
     assert float(finetune["params.feature_dropout"]) == PROFILES["smoke"].feature_dropout > 0  # carried through
     tune = children[children["tags.approach"] == "tune"].iloc[0]
+    assert tune["params.study_name"] == study_name(PROFILES["smoke"]) != study_name(PROFILES["quick"])
     assert float(finetune["params.style_mix"]) == float(tune["params.style_mix"]) == PROFILES["smoke"].style_mix > 0
     assert finetune["params.frame_head"] == tune["params.frame_head"] == PROFILES["smoke"].frame_head == "gru"
     assert finetune["params.center"] == tune["params.center"] == str(PROFILES["smoke"].center).lower() == "true"

@@ -2,6 +2,7 @@
 store and a real SQLite Optuna storage; one parent run, one nested run per trial."""
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner
@@ -95,6 +96,27 @@ def test_resuming_with_other_fold_settings_is_refused(tmp_path):
     open_study(config, FinetuneConfig(n_folds=2))
     with pytest.raises(ValueError, match="n_folds: 2 there, 3 here"):
         open_study(config, FinetuneConfig(n_folds=3))
+
+
+def test_a_study_resumes_on_its_own_clips_only(tmp_path):
+    from heardet.approaches.finetune.train import FinetuneConfig, LabelledAudio
+    from heardet.approaches.finetune.tune import TuneConfig, data_fingerprint, open_study
+
+    rng = np.random.default_rng(0)
+    audios = tuple(rng.standard_normal(1600).astype(np.float32) for _ in range(4))
+    clips = LabelledAudio(("a", "b", "c", "d"), audios, np.array([0, 1, 0, 1]), ((), ((0.1, 0.2),), (), ((0.0, 0.1),)))
+    same = LabelledAudio(clips.ids, tuple(a.copy() for a in audios), clips.labels.copy(), clips.bounds)
+    other = LabelledAudio(clips.ids, (audios[0] * 0.5, *audios[1:]), clips.labels, clips.bounds)  # one clip's audio
+    assert data_fingerprint(clips) == data_fingerprint(same) != data_fingerprint(other)
+    config, base = TuneConfig(study_name="s", storage=storage_of(tmp_path)), FinetuneConfig(n_folds=2)
+    study = open_study(config, base, data_fingerprint(clips))
+    open_study(config, base, data_fingerprint(same))
+    with pytest.raises(ValueError, match=rf"study_name='s' .* was run on other clips .*{data_fingerprint(other)} here"):
+        open_study(config, base, data_fingerprint(other))
+    study.enqueue_trial({"head_lr": 1e-3})  # a trial from before fingerprints were recorded
+    study.set_user_attr("data", None)
+    with pytest.raises(ValueError, match="not recorded"):
+        open_study(config, base, data_fingerprint(clips))
 
 
 def test_a_study_from_before_a_setting_existed_resumes_when_this_run_keeps_its_default(tmp_path):

@@ -233,12 +233,28 @@ def redact(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-def open_study(config: TuneConfig, base: FinetuneConfig) -> optuna.Study:
+def data_fingerprint(examples: LabelledAudio) -> str:
+    """A digest of the clips a study's trials train and score on: their ids, labels, bounds and audio."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    for clip_id, label, bounds, audio in zip(examples.ids, examples.labels, examples.bounds, examples.audios):
+        digest.update(f"{clip_id}\t{int(label)}\t{bounds}\t{len(audio)}\n".encode())
+        digest.update(audio.tobytes())
+    return digest.hexdigest()
+
+
+def open_study(config: TuneConfig, base: FinetuneConfig, data: str = "") -> optuna.Study:
     """Create the study, or resume it (``load_if_exists``) when it already exists.
+
+    Args:
+        config: the search.
+        base: the settings every trial shares.
+        data: :func:`data_fingerprint` of the clips; a study records it and resumes only on the same clips.
 
     Raises:
         ValueError: the existing study was run with other settings that shape its objective
-            (model, folds, epochs, metric, ...), so its values would not be comparable.
+            (model, folds, epochs, metric, ...) or on other clips, so its values would not be comparable.
     """
     import optuna
 
@@ -258,6 +274,15 @@ def open_study(config: TuneConfig, base: FinetuneConfig) -> optuna.Study:
     if before is not None:  # a study from before a setting existed ran with that setting's default
         defaults = {f.name: f.default for f in dataclasses.fields(base) if f.name in objective}
         before = {**defaults, **before}
+    if data:
+        recorded = study.user_attrs.get("data")
+        if recorded is None and not study.trials:
+            study.set_user_attr("data", data)
+        elif recorded != data:
+            raise ValueError(
+                f"study_name={config.study_name!r} in {redact(storage)} was run on other clips (their fingerprint: "
+                f"{recorded or 'not recorded, a study from before fingerprints'} there, {data} here): its trials' "
+                f"values are not comparable with these; use another study_name for this data")
     if before is None:
         study.set_user_attr("objective", objective)
     elif before != objective:
@@ -311,13 +336,13 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
         progress: show tqdm bars (trials, folds, steps).
 
     Raises:
-        ValueError: the folds do not fit the data, or the study exists with other settings.
+        ValueError: the folds do not fit the data, or the study exists with other settings or other clips.
     """
     from heardet.cv import folds
 
     folds(examples.labels, base.n_folds, base.seed, examples.voices or None)  # fail now, not once per trial
     check_stage_b(config, base.top_layers)
-    study = open_study(config, base)
+    study = open_study(config, base, data_fingerprint(examples))
     point = config.start_point()
     if point and not any(t.params == point for t in study.trials):
         study.enqueue_trial(point)  # the next trial of this call evaluates it before the sampler explores
