@@ -120,6 +120,8 @@ PROFILES = {
     # by festival, RHVoice and espeak-ng; the quick profile keeps festival and espeak-ng, unmeasured with
     # three): one head of this recipe scored leave-one-engine-out 0.90 / 0.95 / 0.95 (without espeak-ng /
     # festival / RHVoice) against 0.78 / 0.80 with two engines (benchmarks/quality.md, "A third engine").
+    # End to end: test 0.972 on the three-engine test split, where the two-engine profile's model scored
+    # 0.976; near misses 2.0 % (benchmarks/README.md, "The full profile end to end with three engines").
     "full": Profile("full", n_train=3200, n_test=1000, festival_fraction=0.34, rhvoice_fraction=0.33,
                     transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=2, max_train_clips=0,
