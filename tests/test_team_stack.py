@@ -97,6 +97,10 @@ def test_two_tune_workers_share_one_postgresql_study(running_stack, tmp_path, ti
 
     stack, _ = running_stack
     env = client_env(stack, tmp_path)
+    # Made once up front: two `mlflow run --experiment-name` starting together can both try to create it, and
+    # the second then fails on the unique name (mlflow's get-or-create is not atomic).
+    if mlflow.MlflowClient(stack.tracking_uri).get_experiment_by_name("parallel") is None:
+        mlflow.MlflowClient(stack.tracking_uri).create_experiment("parallel")
     workers = [subprocess.Popen(
         [os.path.join(BIN, "mlflow"), "run", str(ROOT), "-e", "tune", "--env-manager", "local",
          "--experiment-name", "parallel", "-P", f"data={phrase_dataset}", "-P", f"model={tiny_hf_whisper}",

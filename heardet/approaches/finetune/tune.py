@@ -233,6 +233,27 @@ def redact(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
+STORAGE_ATTEMPTS = 5  # workers starting together on an empty database race to create Optuna's tables
+
+
+def _open_storage(storage: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage with heartbeats; a worker that loses the race to create its tables (PostgreSQL: a
+    unique violation on the new table's type) tries again, and then finds them made."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(1, STORAGE_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                              failed_trial_callback=_end_stale_trial_run)
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == STORAGE_ATTEMPTS:
+                raise
+            logger.info("another worker is creating the study's tables in %s; trying again", redact(storage))
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
 def data_fingerprint(examples: LabelledAudio) -> str:
     """A digest of the clips a study's trials train and score on: their ids, labels, bounds and audio."""
     import hashlib
@@ -265,8 +286,7 @@ def open_study(config: TuneConfig, base: FinetuneConfig, data: str = "") -> optu
     # forever; the next optimize() marks it FAIL and its MLflow run KILLED.
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                         failed_trial_callback=_end_stale_trial_run)
+        rdb = _open_storage(storage)
     study = optuna.create_study(study_name=config.study_name, storage=rdb, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
     objective = {**{f: getattr(base, f) for f in OBJECTIVE_FIELDS}, "metric": config.metric}
