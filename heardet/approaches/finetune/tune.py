@@ -242,27 +242,28 @@ def _open_storage(storage: str) -> optuna.storages.RDBStorage:
     import optuna
     import sqlalchemy.exc
 
-    for attempt in range(1, STORAGE_ATTEMPTS + 1):
+    def connect() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                          failed_trial_callback=_end_stale_trial_run)
+
+    for attempt in range(1, STORAGE_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                              failed_trial_callback=_end_stale_trial_run)
+            return connect()
         except sqlalchemy.exc.IntegrityError:
-            if attempt == STORAGE_ATTEMPTS:
-                raise
             logger.info("another worker is creating the study's tables in %s; trying again", redact(storage))
             time.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
+    return connect()  # the last attempt's error is the caller's
 
 
 def data_fingerprint(examples: LabelledAudio) -> str:
     """A digest of the clips a study's trials train and score on: their ids, labels, bounds and audio."""
-    import hashlib
+    import numpy as np
 
-    digest = hashlib.blake2b(digest_size=8)
-    for clip_id, label, bounds, audio in zip(examples.ids, examples.labels, examples.bounds, examples.audios):
-        digest.update(f"{clip_id}\t{int(label)}\t{bounds}\t{len(audio)}\n".encode())
-        digest.update(audio.tobytes())
-    return digest.hexdigest()
+    from heardet.whisper.cache import content_hash
+
+    lines = (f"{clip_id}\t{int(label)}\t{bounds}\t{content_hash(np.ascontiguousarray(audio, np.float32).tobytes())}"
+             for clip_id, label, bounds, audio in zip(examples.ids, examples.labels, examples.bounds, examples.audios))
+    return content_hash("\n".join(lines).encode())[:16]
 
 
 def open_study(config: TuneConfig, base: FinetuneConfig, data: str = "") -> optuna.Study:
