@@ -132,7 +132,9 @@ def test_tune_killed_mid_trial_leaves_no_trial_running_after_the_rerun(tiny_hf_w
               if t.state == optuna.trial.TrialState.RUNNING]
     assert len(killed) == 1
     monkeypatch.setattr(tune_module, "GRACE_S", 1)  # the killed worker's last heartbeat is older than this
-    time.sleep(1.5)
+    # SQLite keeps heartbeats to the whole second and Optuna wants them strictly older than the grace period:
+    # 1.5 s could still read as exactly 1 s apart. Past 2 s they always read as 2 s or more.
+    time.sleep(2.5)
     run = run_entrypoint("tune", [*args, "--n-trials", "2"])
     study = optuna.load_study(study_name="crash", storage=storage)
     states = [t.state for t in study.trials]
