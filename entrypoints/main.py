@@ -25,16 +25,23 @@ from heardet.cli import friendly_errors
 def main(profile: str, data: str, out: str, serve: bool, asr_model: str, finetune_model: str) -> None:
     """Run every approach on DATA and print the results table."""
     import mlflow
-    from pipeline import log_results, run_pipeline
+    from pipeline import StageFailed, log_results, run_pipeline
 
     from heardet.cli import configure_logging
     from heardet.mlops.tracking import stage_run
 
     configure_logging()
     with stage_run("pipeline", f"main {profile}"):
-        results = run_pipeline(profile, data, out, serve, asr_model, finetune_model)
+        try:
+            results = run_pipeline(profile, data, out, serve, asr_model, finetune_model)
+        except StageFailed as exc:
+            raise click.ClickException(str(exc)) from None
         table = log_results(results)
         click.echo("\n" + table)
+        for r in results:
+            if "refused" in r.notes:
+                click.echo(f"\nThe promotion gate refused the new version; Production is unchanged:\n"
+                           f"{r.notes['refused']}")
         uri = mlflow.get_tracking_uri()
         browse = (f"open {uri}" if uri.startswith("http") else
                   f".venv/bin/mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000")

@@ -11,6 +11,7 @@ reused on a rerun.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,17 +162,35 @@ class StageResult:
     notes: dict = field(default_factory=dict)
 
 
+class StageFailed(RuntimeError):
+    """A stage's entry point failed; its own error was printed above the pipeline's."""
+
+
 def _run_stage(stage: str, entry_point: str, parameters: dict, parent_run_id: str | None,
                experiment_id: str | None) -> StageResult:
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import ExecutionException
 
     logger.info("stage %s: mlflow run . -e %s %s", stage, entry_point,
                 " ".join(f"-P {k}={v}" for k, v in parameters.items()))
     started = time.perf_counter()
-    submitted = mlflow.projects.run(str(PROJECT_ROOT), entry_point=entry_point, parameters=parameters,
-                                    env_manager="local", experiment_id=experiment_id, synchronous=True)
     client = MlflowClient()
+    try:
+        submitted = mlflow.projects.run(str(PROJECT_ROOT), entry_point=entry_point, parameters=parameters,
+                                        env_manager="local", experiment_id=experiment_id, synchronous=True)
+    except ExecutionException as exc:  # its message is "Run (ID '<id>') failed"
+        found = re.search(r"ID '(\w+)'", str(exc))
+        run_id = found.group(1) if found else ""
+        if run_id and parent_run_id:
+            client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+            client.set_tag(run_id, "pipeline_stage", stage)
+        if entry_point == "promote" and run_id and client.get_run(run_id).data.tags.get("promoted") == "false":
+            # The gate's answer, not a failure: Production keeps the version it had.
+            why = mlflow.artifacts.load_text(f"runs:/{run_id}/promotion.txt")
+            return StageResult(stage, run_id, time.perf_counter() - started, notes={"refused": why})
+        raise StageFailed(f"stage {stage!r} (mlflow run . -e {entry_point}) failed"
+                          f"{f' in run {run_id}' if run_id else ''}; its error is printed above") from None
     run_id = submitted.run_id
     if parent_run_id:
         client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
@@ -197,9 +216,12 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
         asr_model: Whisper model of approaches 1 and 2.
         finetune_model: Whisper model whose encoder approach 3 and the tune fine-tune.
 
+    A candidate the promotion gate refuses is not a failure: the pipeline goes on (serving the Production version it
+    kept), and the promote stage's notes carry the gate's comparison under ``refused``.
+
     Raises:
         ValueError: unknown profile.
-        mlflow.exceptions.ExecutionException: a stage failed (its run says why).
+        StageFailed: a stage failed (its run, and the output above, say why).
     """
     import mlflow
 
@@ -237,7 +259,10 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
     members = ",".join(r.model_uri for r in (rule, catboost, finetune) if r.model_uri)
     ensemble = stage("approach 4: ensemble", "ensemble", data=data, out=out, members=members)
     name, version = ensemble.model_uri.removeprefix("models:/").split("/")
-    stage("promote", "promote", name=name, version=version, data=data)
+    promoted = stage("promote", "promote", name=name, version=version, data=data)
+    if "refused" in promoted.notes:
+        logger.warning("the promotion gate refused %s version %s; Production stays as it was:\n%s", name, version,
+                       promoted.notes["refused"])
     if serve:
         clip = sorted(Path(data, "wav_test").glob("*.wav"))[0]
         started = time.perf_counter()
@@ -256,6 +281,8 @@ def render_table(results: list[StageResult]) -> str:
     lines = [f"{'stage':<24} {'CV F1':>7} {'test F1':>8} {'wall s':>8}  run / model", "-" * 78]
     for r in results:
         where = r.model_uri or r.run_id[:12]
+        if "refused" in r.notes:
+            where += " (refused: Production unchanged)"
         lines.append(f"{r.stage:<24} {fmt(r.cv_f1):>7} {fmt(r.test_f1):>8} {r.seconds:>8.0f}  {where}")
     lines.append("-" * 78)
     lines.append(f"{'total':<24} {'':>7} {'':>8} {sum(r.seconds for r in results):>8.0f}")

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from ct2_fixture import write_tiny_ct2
 
-from entrypoints.pipeline import PROFILES, study_name
+from entrypoints.pipeline import PROFILES, StageFailed, _run_stage, study_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +60,33 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     assert {"summary/table.txt", "summary/serve_answer.json"} <= artifacts
     for name in ("approach_1.csv", "approach_2.csv", "approach_4_blended.csv"):
         assert (tmp_path / "out" / name).exists(), name
+
+
+@pytest.mark.timeout(300)
+def test_a_refused_promotion_is_the_gates_answer_and_a_failed_stage_names_itself(phrase_dataset, mlflow_store,
+                                                                                   monkeypatch):
+    import pandas as pd
+
+    from heardet.mlops.registry import current_production, promote
+
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    truth = dict(pd.read_csv(phrase_dataset / "test_labels.csv").itertuples(index=False))
+
+    class Answers(mlflow.pyfunc.PythonModel):  # defined here, so pickled by value: the stage's process loads it
+        def __init__(self, answers):
+            self.answers = answers
+
+        def predict(self, context, model_input, params=None):
+            labels = [int(self.answers.get(Path(p).stem, 0)) for p in model_input["path"]]
+            return pd.DataFrame({"label": labels, "score": [float(v) for v in labels], "error": [""] * len(labels)})
+
+    for answers in (truth, {}):  # version 1 right on every clip, version 2 never calls the phrase
+        with mlflow.start_run():
+            mlflow.pyfunc.log_model(name="model", python_model=Answers(answers), registered_model_name="gate")
+    promote("gate", 1, phrase_dataset, progress=False)
+
+    refused = _run_stage("promote", "promote", {"name": "gate", "version": 2, "data": str(phrase_dataset)}, None, None)
+    assert "worse than Production" in refused.notes["refused"] and refused.run_id
+    assert current_production("gate") == "1"
+    with pytest.raises(StageFailed, match=r"stage 'promote' \(mlflow run \. -e promote\) failed in run \w+"):
+        _run_stage("promote", "promote", {"name": "gate", "version": 7, "data": ""}, None, None)
