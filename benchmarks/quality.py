@@ -234,6 +234,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0,
                         help="train every fine-tune row for N epochs (stage (a)) instead of its recipe's (0 = the recipe's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--scores", type=Path,
+                        help="write every fine-tune row's test score per clip here (CSV: id, label, one column per "
+                             "row); benchmarks/errors.py breaks its errors down by engine, voice and kind of clip")
     args = parser.parse_args()
     only = [key.strip() for key in args.only.split(",") if key.strip()]
     if set(only) - set(RECIPES):
@@ -265,6 +268,7 @@ def main() -> None:
         raise SystemExit(f"{args.data}: the test split has no labels (test_labels.csv); nothing to score")
     engines_of_train = groups_of(dataset.train, "engine")
     rows, members = [], {}  # members: {key: (name, oof by train id, threshold, test scores)}
+    per_clip = pd.DataFrame({"id": [c.id for c in test_clips], "label": [c.label for c in test_clips]})
 
     def add(row: dict) -> None:
         rows.append(row)
@@ -300,6 +304,9 @@ def main() -> None:
         results = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
                                 recipe.eval_batch_size, threshold, phrase_offsets=final.phrase_offsets)
         test_scores = np.array([r.score for r in results])
+        per_clip[f"{key}:{seed}"] = test_scores
+        if args.scores:  # written after every row: a long run stopped early keeps what it scored
+            per_clip.to_csv(args.scores, index=False, float_format="%.5f")
         loeo = engine_holdout(examples, recipe, threshold) if engines_of_train and not args.skip_loeo else {}
         row = {"approach": name, "cv_f1": cv.result.mean_f1 if cv else None, "threshold": threshold,
                "test_f1": score(test.labels, (test_scores >= threshold).astype(int)).macro_f1}
