@@ -1,8 +1,9 @@
-"""Where a model's test errors fall: by engine, by kind of clip, by voice.
+"""Where a model's test errors fall: by engine, by kind of clip, by augmentation step, by voice.
 
 Reads the per-clip scores ``quality.py --scores`` writes and the dataset's manifest, and prints, for
 each score column, its macro F1 and its errors (misses and false alarms) counted by engine, by kind
-of clip (positive, negative, hard negative, ...) and for the voices with the most errors.
+of clip (positive, negative, hard negative, ...), by augmentation step (the share of clips with the
+step that it gets wrong, against the share without it) and for the voices with the most errors.
 
     python benchmarks/errors.py DATA SCORES.csv [--threshold 0.5] [--voices 10]
 """
@@ -24,7 +25,14 @@ def load_manifest(data: Path) -> pd.DataFrame:
     if not path.is_file():
         raise SystemExit(f"{data}: no manifest.jsonl (a `heardet synth` dataset has one); cannot break errors down")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return pd.DataFrame(rows)[["id", "kind", "engine", "voice"]]
+    frame = pd.DataFrame(rows)
+    steps = [{STEPS[k]: True for k in (row or {}) if k in STEPS} for row in frame.get("augmentation", [])]
+    augmented = pd.DataFrame(steps, index=frame.index, columns=list(STEPS.values())).fillna(False).astype(bool)
+    return pd.concat([frame[["id", "kind", "engine", "voice"]], augmented], axis=1)
+
+
+STEPS = {"speech": "background speech", "noise_snr_db": "noise", "reverb": "room", "telephone": "phone line",
+         "codec": "codec", "clipping_percentile": "clipping"}  # manifest augmentation key: the step it records
 
 
 def breakdown(clips: pd.DataFrame, column: str, threshold: float, n_voices: int) -> str:
@@ -39,6 +47,16 @@ def breakdown(clips: pd.DataFrame, column: str, threshold: float, n_voices: int)
         table = frame.groupby(by).agg(clips=("id", "size"), positives=("label", "sum"), misses=("miss", "sum"),
                                       false_alarms=("false_alarm", "sum"))
         lines += [table.to_string(), ""]
+    steps = [(step, frame[frame[step]], frame[~frame[step]]) for step in STEPS.values() if frame[step].any()]
+    table = pd.DataFrame([{"augmentation step": step, "positives with it": int(on.label.sum()),
+                           "missed": f"{on.miss.sum() / max(on.label.sum(), 1):.1%}",
+                           "missed without it": f"{off.miss.sum() / max(off.label.sum(), 1):.1%}",
+                           "negatives with it": int((on.label == 0).sum()),
+                           "false alarms": f"{on.false_alarm.sum() / max((on.label == 0).sum(), 1):.1%}",
+                           "false alarms without it": f"{off.false_alarm.sum() / max((off.label == 0).sum(), 1):.1%}"}
+                          for step, on, off in steps])
+    if len(table):
+        lines += [table.to_string(index=False), ""]
     voices = frame.groupby("voice").agg(clips=("id", "size"), misses=("miss", "sum"), false_alarms=("false_alarm", "sum"))
     voices = voices.assign(errors=voices.misses + voices.false_alarms).sort_values("errors", ascending=False)
     lines += [f"voices with the most errors (of {len(voices)}):", "", voices.head(n_voices).to_string(), ""]
