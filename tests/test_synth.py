@@ -310,6 +310,27 @@ def test_a_dataset_made_before_rhvoice_keeps_its_hash_and_rhvoice_changes_it():
     assert THREE_ENGINES.clip_hash() != SynthConfig(festival_fraction=0.34).clip_hash()
 
 
+def test_train_speech_prob_changes_the_train_split_only(tmp_path):
+    config = SynthConfig(n_train=400, n_test=400)
+    more = replace(config, train_speech_prob=0.6)
+    near = near_misses(config.phrase)
+    (tmp_path / "speech").mkdir()
+    for k in range(4):  # the plans name a recording of the bank; its content is read only when rendering
+        (tmp_path / "speech" / f"speech_{k:03d}.wav").touch()
+    banks = Banks(tmp_path)
+
+    def plans(c, split):
+        return [plan_clip(c, near, split, i, banks) for i in range(400)]
+
+    assert plans(config, "test") == plans(more, "test"), "the test split must not change"
+    share = {c.train_speech_prob: np.mean([p.augment.speech is not None for p in plans(c, "train")])
+             for c in (config, more)}
+    assert 0.18 < share[-1.0] < 0.32 and 0.52 < share[0.6] < 0.68, share
+    assert more.clip_hash() != config.clip_hash() == SynthConfig().clip_hash()
+    with pytest.raises(ValueError, match="train_speech_prob"):
+        SynthConfig(train_speech_prob=1.5)
+
+
 def test_check_tts_names_missing_rhvoice_speakers_and_the_non_free_section(monkeypatch, tmp_path):
     (tmp_path / "irina").mkdir()
     monkeypatch.setattr(voices, "RHVOICE_DIRS", (str(tmp_path),))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from heardet.augment import AugmentConfig
-from heardet.config import FRACTION, is_int, setting, setting_of, validate
+from heardet.config import FRACTION, is_int, is_number, setting, setting_of, validate
 from heardet.synth.text import count, words
 
 GENERATOR_VERSION = 3  # bump when a change to heardet.synth changes the clips a config makes
@@ -39,6 +39,10 @@ class SynthConfig:
     noise_prob: float = setting_of(AugmentConfig, "noise_prob")
     snr_db: tuple[float, float] = setting_of(AugmentConfig, "snr_db")
     speech_prob: float = setting_of(AugmentConfig, "speech_prob")
+    train_speech_prob: float = setting(-1.0, "-1 (as speech_prob) or a number in [0, 1]",
+                                       lambda v: is_number(0, 1)(v) or (is_number()(v) and v == -1),
+                                       "Probability per train clip of background speech (-1: speech_prob); "
+                                       "the test split always uses speech_prob.")
     reverb_prob: float = setting_of(AugmentConfig, "reverb_prob")
     telephone_prob: float = setting_of(AugmentConfig, "telephone_prob")
     codec_prob: float = setting_of(AugmentConfig, "codec_prob")
@@ -67,14 +71,22 @@ class SynthConfig:
 
     @property
     def augment(self) -> AugmentConfig:
-        """The augmentation settings, as the chain takes them."""
+        """The augmentation settings, as the chain takes them (the test split's)."""
         return AugmentConfig(**{f.name: getattr(self, f.name) for f in fields(AugmentConfig)})
+
+    def augment_of(self, split: str) -> AugmentConfig:
+        """The augmentation settings of ``split``: the train split's background speech may differ."""
+        if split == "train" and self.train_speech_prob != -1:
+            return replace(self.augment, speech_prob=self.train_speech_prob)
+        return self.augment
 
     def clip_hash(self) -> str:
         """Hash of the settings that shape clips (not the counts, not ``workers``)."""
         shaping = {k: v for k, v in asdict(self).items() if k not in ("n_train", "n_test", "workers")}
         if not self.rhvoice_fraction:  # added after version 3 changed nothing at 0: those datasets keep their hash
             del shaping["rhvoice_fraction"]
+        if self.train_speech_prob == -1:  # likewise: at its default the clips are those of before
+            del shaping["train_speech_prob"]
         text = json.dumps({"generator_version": GENERATOR_VERSION, **shaping}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 

@@ -57,6 +57,6 @@ def plan_clip(config: SynthConfig, near: list[str], split: str, index: int, bank
     speaker = draw_voice(engine, split, rng)
     edges = tuple(round(float(rng.uniform(*EDGE_SILENCE_S)), 3) for _ in range(2))
     pauses = tuple(round(float(rng.uniform(*PAUSE_S)), 3) for _ in range(len(said.segments) - 1))
-    augment = draw(config.augment, np.random.default_rng([config.seed, split_index, index, 1]), banks)
+    augment = draw(config.augment_of(split), np.random.default_rng([config.seed, split_index, index, 1]), banks)
     return ClipPlan(id=f"{split}_{index + 1:04d}", split=split, index=index, seed=config.seed, words=said,
                     voice=speaker, edges_s=edges, pauses_s=pauses, augment=augment)
