@@ -11,28 +11,25 @@ step that it gets wrong, against the share without it) and for the voices with t
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from heardet.data import MANIFEST_FILE, read_manifest
+from heardet.diversity import STEP_NAMES
 from heardet.metrics import score
 
 
 def load_manifest(data: Path) -> pd.DataFrame:
-    path = data / "manifest.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"{data}: no manifest.jsonl (a `heardet synth` dataset has one); cannot break errors down")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    frame = pd.DataFrame(rows)
-    steps = [{STEPS[k]: True for k in (row or {}) if k in STEPS} for row in frame.get("augmentation", [])]
-    augmented = pd.DataFrame(steps, index=frame.index, columns=list(STEPS.values())).fillna(False).astype(bool)
-    return pd.concat([frame[["id", "kind", "engine", "voice"]], augmented], axis=1)
-
-
-STEPS = {"speech": "background speech", "noise_snr_db": "noise", "reverb": "room", "telephone": "phone line",
-         "codec": "codec", "clipping_percentile": "clipping"}  # manifest augmentation key: the step it records
+    """The manifest's id, kind, engine and voice per clip, and a column per augmentation step: whether it ran."""
+    rows = read_manifest(data / MANIFEST_FILE, keys=None)
+    if not rows:
+        raise SystemExit(f"{data}: no {MANIFEST_FILE} (a `heardet synth` dataset has one); cannot break errors down")
+    frame = pd.DataFrame(list(rows.values()))
+    for step, name in STEP_NAMES.items():
+        frame[name] = [(a or {}).get(step) is not None for a in frame.get("augmentation", [None] * len(frame))]
+    return frame[["id", "kind", "engine", "voice", *STEP_NAMES.values()]]
 
 
 def breakdown(clips: pd.DataFrame, column: str, threshold: float, n_voices: int) -> str:
@@ -47,7 +44,7 @@ def breakdown(clips: pd.DataFrame, column: str, threshold: float, n_voices: int)
         table = frame.groupby(by).agg(clips=("id", "size"), positives=("label", "sum"), misses=("miss", "sum"),
                                       false_alarms=("false_alarm", "sum"))
         lines += [table.to_string(), ""]
-    steps = [(step, frame[frame[step]], frame[~frame[step]]) for step in STEPS.values() if frame[step].any()]
+    steps = [(step, frame[frame[step]], frame[~frame[step]]) for step in STEP_NAMES.values() if frame[step].any()]
     table = pd.DataFrame([{"augmentation step": step, "positives with it": int(on.label.sum()),
                            "missed": f"{on.miss.sum() / max(on.label.sum(), 1):.1%}",
                            "missed without it": f"{off.miss.sum() / max(off.label.sum(), 1):.1%}",

@@ -166,6 +166,13 @@ class StageFailed(RuntimeError):
     """A stage's entry point failed; its own error was printed above the pipeline's."""
 
 
+def _tag_child(client, run_id: str, parent_run_id: str | None, stage: str) -> None:
+    """Make a stage's run a child of the pipeline's run (when there is one), named by its stage."""
+    if run_id and parent_run_id:
+        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+        client.set_tag(run_id, "pipeline_stage", stage)
+
+
 def _run_stage(stage: str, entry_point: str, parameters: dict, parent_run_id: str | None,
                experiment_id: str | None) -> StageResult:
     import mlflow
@@ -182,9 +189,7 @@ def _run_stage(stage: str, entry_point: str, parameters: dict, parent_run_id: st
     except ExecutionException as exc:  # its message is "Run (ID '<id>') failed"
         found = re.search(r"ID '(\w+)'", str(exc))
         run_id = found.group(1) if found else ""
-        if run_id and parent_run_id:
-            client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
-            client.set_tag(run_id, "pipeline_stage", stage)
+        _tag_child(client, run_id, parent_run_id, stage)
         if entry_point == "promote" and run_id and client.get_run(run_id).data.tags.get("promoted") == "false":
             # The gate's answer, not a failure: Production keeps the version it had.
             why = mlflow.artifacts.load_text(f"runs:/{run_id}/promotion.txt")
@@ -192,9 +197,7 @@ def _run_stage(stage: str, entry_point: str, parameters: dict, parent_run_id: st
         raise StageFailed(f"stage {stage!r} (mlflow run . -e {entry_point}) failed"
                           f"{f' in run {run_id}' if run_id else ''}; its error is printed above") from None
     run_id = submitted.run_id
-    if parent_run_id:
-        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
-        client.set_tag(run_id, "pipeline_stage", stage)
+    _tag_child(client, run_id, parent_run_id, stage)
     metrics = client.get_run(run_id).data.metrics
     versions = client.search_model_versions(f"run_id = '{run_id}'")
     uri = f"models:/{versions[0].name}/{versions[0].version}" if versions else None

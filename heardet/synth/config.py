@@ -13,6 +13,9 @@ from heardet.config import FRACTION, is_int, is_number, setting, setting_of, val
 from heardet.synth.text import count, words
 
 GENERATOR_VERSION = 3  # bump when a change to heardet.synth changes the clips a config makes
+# Settings added since version 3 whose defaults make the clips of before: at their default they stay out of
+# the hash, so datasets made before them keep theirs.
+ADDED_SINCE_VERSION_3 = ("rhvoice_fraction", "train_speech_prob")
 
 
 def _is_phrase(value: Any) -> bool:
@@ -82,11 +85,9 @@ class SynthConfig:
 
     def clip_hash(self) -> str:
         """Hash of the settings that shape clips (not the counts, not ``workers``)."""
-        shaping = {k: v for k, v in asdict(self).items() if k not in ("n_train", "n_test", "workers")}
-        if not self.rhvoice_fraction:  # added after version 3 changed nothing at 0: those datasets keep their hash
-            del shaping["rhvoice_fraction"]
-        if self.train_speech_prob == -1:  # likewise: at its default the clips are those of before
-            del shaping["train_speech_prob"]
+        defaults = {f.name: f.default for f in fields(self)}
+        shaping = {k: v for k, v in asdict(self).items() if k not in ("n_train", "n_test", "workers")
+                   and not (k in ADDED_SINCE_VERSION_3 and v == defaults[k])}
         text = json.dumps({"generator_version": GENERATOR_VERSION, **shaping}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
