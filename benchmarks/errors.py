@@ -5,7 +5,14 @@ each score column, its macro F1 and its errors (misses and false alarms) counted
 of clip (positive, negative, hard negative, ...), by augmentation step (the share of clips with the
 step that it gets wrong, against the share without it) and for the voices with the most errors.
 
-    python benchmarks/errors.py DATA SCORES.csv [--threshold 0.5] [--voices 10]
+Given several score files (or one with several columns), it also lists the clips that most of the
+columns get wrong (``--shared K``: wrong for at least K of them; default all), with what each says and
+the augmentation it went through, and with ``--transcribe`` what Whisper (``--whisper``, the rule
+approach's transcriber and its transcript cache) hears in it and whether the rule fires: errors every
+model shares point at the audio or the encoder rather than at one recipe.
+
+    python benchmarks/errors.py DATA SCORES.csv [MORE.csv ...] [--threshold 0.5] [--voices 10]
+                                [--shared K] [--transcribe] [--whisper whisper-base]
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from heardet.approaches.rule import rule_label
 from heardet.data import MANIFEST_FILE, read_manifest
 from heardet.diversity import STEP_NAMES
 from heardet.metrics import score
@@ -27,9 +35,12 @@ def load_manifest(data: Path) -> pd.DataFrame:
     if not rows:
         raise SystemExit(f"{data}: no {MANIFEST_FILE} (a `heardet synth` dataset has one); cannot break errors down")
     frame = pd.DataFrame(list(rows.values()))
+    for column in ("text", "augmentation"):  # a dataset that is not heardet synth's may lack them
+        if column not in frame:
+            frame[column] = None
     for step, name in STEP_NAMES.items():
         frame[name] = [(a or {}).get(step) is not None for a in frame.get("augmentation", [None] * len(frame))]
-    return frame[["id", "kind", "engine", "voice", *STEP_NAMES.values()]]
+    return frame[["id", "kind", "engine", "voice", "text", "augmentation", *STEP_NAMES.values()]]
 
 
 def breakdown(clips: pd.DataFrame, column: str, threshold: float, n_voices: int) -> str:
@@ -60,27 +71,129 @@ def breakdown(clips: pd.DataFrame, column: str, threshold: float, n_voices: int)
     return "\n".join(lines)
 
 
+def read_scores(paths: list[Path]) -> pd.DataFrame:
+    """The score files side by side on ``id``: one column per row of each; a column name two files share gets
+    its file's name in front."""
+    frames = []
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file (write it with quality.py --scores)")
+        frame = pd.read_csv(path)
+        missing = {"id", "label"} - set(frame.columns)
+        if missing:
+            raise SystemExit(f"{path}: expected columns id and label (quality.py --scores), missing {sorted(missing)}")
+        if frame["id"].duplicated().any():
+            raise SystemExit(f"{path}: clip ids repeat (one row per clip expected)")
+        frames.append((path, frame))
+    columns = [c for _, f in frames for c in f.columns if c not in ("id", "label")]
+    merged = None
+    for path, frame in frames:
+        frame = frame.rename(columns={c: f"{path.stem}/{c}" for c in frame.columns
+                                      if c not in ("id", "label") and columns.count(c) > 1})
+        if merged is None:
+            merged = frame
+            continue
+        joined = merged.merge(frame, on="id", how="outer", suffixes=("", "_other"), indicator=True)
+        if (joined["_merge"] != "both").any():
+            raise SystemExit(f"{path}: its clip ids are not those of {paths[0]}: scores of another test split?")
+        if (joined["label"] != joined["label_other"]).any():
+            raise SystemExit(f"{path}: its labels differ from {paths[0]}'s for the same clip ids")
+        merged = joined.drop(columns=["label_other", "_merge"])
+    return merged
+
+
+def steps_of(augmentation: dict | None) -> str:
+    """The augmentation a clip went through, in words: ``room, background speech 7.0 dB, phone line gsm``."""
+    augmentation = augmentation or {}
+    words = []
+    for step, name in STEP_NAMES.items():
+        value = augmentation.get(step)
+        if value is None:
+            continue
+        if step == "speech":
+            words.append(f"{name} {augmentation.get('speech_snr_db', float('nan')):.1f} dB")
+        elif step == "noise_snr_db":
+            words.append(f"{name} {value:.1f} dB")
+        elif step in ("telephone", "codec"):
+            words.append(f"{name} {value}")
+        else:
+            words.append(name)
+    return ", ".join(words) or "none"
+
+
+def shared_errors(clips: pd.DataFrame, columns: list[str], threshold: float, at_least: int,
+                  transcripts: dict[str, str] | None) -> str:
+    """How many clips k of the columns get wrong, for each k, and the clips at least ``at_least`` get wrong."""
+    labels = clips["label"].to_numpy().astype(int)
+    wrong = ((clips[columns].to_numpy() >= threshold).astype(int) != labels[:, None]).sum(axis=1)
+    lines = [f"## errors the {len(columns)} score columns share (threshold {threshold:g})", "",
+             "| columns wrong | positives missed | negatives called |", "|---|---|---|"]
+    for k in range(1, len(columns) + 1):
+        lines.append(f"| {k} | {int(((wrong == k) & (labels == 1)).sum())} | {int(((wrong == k) & (labels == 0)).sum())} |")
+    shared = clips[wrong >= at_least].assign(wrong=wrong[wrong >= at_least]).sort_values(["label", "id"],
+                                                                                          ascending=[False, True])
+    lines += ["", f"{len(shared)} clips wrong for at least {at_least} of {len(columns)} columns "
+              f"({int((shared.label == 1).sum())} positives missed, {int((shared.label == 0).sum())} negatives called):", ""]
+    head = "| clip | label | wrong | engine | voice | says | augmentation | lowest–highest score |"
+    if transcripts is not None:
+        head += " Whisper hears | rule fires |"
+    lines += [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for row in shared.to_dict("records"):
+        values = [row[c] for c in columns]
+        cells = [row["id"], str(row["label"]), f"{row['wrong']}/{len(columns)}", row["engine"], row["voice"],
+                 f"«{row['text']}»", steps_of(row["augmentation"]), f"{min(values):.3f}–{max(values):.3f}"]
+        if transcripts is not None:
+            heard = transcripts.get(row["id"], "")
+            cells += [f"«{heard}»" if heard else "(nothing)", "yes" if rule_label(heard) else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def transcribe(data: Path, ids: list[str], model: str) -> dict[str, str]:
+    """What ``model`` hears in each of these test clips (the rule approach's transcriber, its transcript cache)."""
+    from heardet.data import load_dataset
+    from heardet.whisper.asr import make_transcriber, transcribe_clips
+
+    wanted = set(ids)
+    clips = [c for c in load_dataset(data).test if c.id in wanted]
+    table = transcribe_clips(make_transcriber(model), clips, progress=False)
+    return dict(zip(table["id"], table["text"].fillna("")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, help="the dataset quality.py scored (its manifest.jsonl names engines)")
-    parser.add_argument("scores", type=Path, help="the CSV quality.py --scores wrote")
+    parser.add_argument("scores", type=Path, nargs="+", help="the CSV(s) quality.py --scores wrote")
     parser.add_argument("--threshold", type=float, default=0.5, help="a score at or above it calls the phrase")
     parser.add_argument("--voices", type=int, default=10, help="how many of the worst voices to list")
+    parser.add_argument("--shared", type=int, default=0,
+                        help="list the clips at least K score columns get wrong (0 = all of them; with one column, "
+                             "its errors); only with two or more columns unless given")
+    parser.add_argument("--transcribe", action="store_true",
+                        help="add what Whisper hears in each listed clip and whether the rule fires on it")
+    parser.add_argument("--whisper", default="whisper-base", help="the Whisper --transcribe uses")
     args = parser.parse_args()
-    if not args.scores.is_file():
-        raise SystemExit(f"{args.scores}: no such file (write it with quality.py --scores)")
-    scores = pd.read_csv(args.scores)
-    missing = {"id", "label"} - set(scores.columns)
-    if missing:
-        raise SystemExit(f"{args.scores}: expected columns id and label (quality.py --scores), missing {sorted(missing)}")
+    scores = read_scores(args.scores)
+    columns = [c for c in scores.columns if c not in ("id", "label")]
+    if not columns:
+        raise SystemExit(f"{args.scores[0]}: no score columns besides id and label")
+    if not 0 <= args.shared <= len(columns):
+        parser.error(f"--shared must be between 0 and the number of score columns ({len(columns)}), got {args.shared}")
     clips = scores.merge(load_manifest(args.data), on="id", how="left")
     unknown = clips["engine"].isna().sum()
     if unknown:
-        raise SystemExit(f"{args.scores}: {unknown} clip ids are not in {args.data / 'manifest.jsonl'}: another dataset?")
-    for column in (c for c in scores.columns if c not in ("id", "label")):
+        raise SystemExit(f"{args.scores[0]}: {unknown} clip ids are not in {args.data / MANIFEST_FILE}: another dataset?")
+    for column in columns:
         if not np.isfinite(clips[column]).all():
             raise SystemExit(f"{args.scores}: column {column!r} has empty or non-numeric scores")
         print(breakdown(clips, column, args.threshold, args.voices))
+    if len(columns) > 1 or args.shared or args.transcribe:
+        at_least = args.shared or len(columns)
+        labels = clips["label"].to_numpy().astype(int)
+        wrong = ((clips[columns].to_numpy() >= args.threshold).astype(int) != labels[:, None]).sum(axis=1)
+        transcripts = (transcribe(args.data, clips["id"][wrong >= at_least].tolist(), args.whisper)
+                       if args.transcribe else None)
+        print(shared_errors(clips, columns, args.threshold, at_least, transcripts))
 
 
 if __name__ == "__main__":
