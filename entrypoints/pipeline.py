@@ -10,10 +10,12 @@ reused on a rerun.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from heardet.mlops.serving import smoke_request
@@ -90,7 +92,7 @@ PROFILES = {
                      outside_weight=1.0, hard_negative_weight=1.0, center=False, heads=1, head_vote="mean", average_epochs=0, tune_start=FROZEN_START, loeo=False, tune_trials=2,
                      tune_folds=2, tune_max_train_clips=480),
     # The best model this machine trains (its end-to-end time at the end of this comment): the quick
-    # recipe (stage (a) only) on 3200 train clips, scored on a 1000-clip held-out test split; 2 folds, 4 tune trials (head lr and
+    # recipe (stage (a) only) on 4800 train clips, scored on a 1000-clip held-out test split; 2 folds, 4 tune trials (head lr and
     # dropout) on 1000 of the clips, leave-one-engine-out; approaches 1 and 2 on 1000 train clips.
     # Stage (b) is left out here too: on a quick demo's data it scored lower on test than stage (a)
     # in more minutes (benchmarks/quality.md). The original competition recipe (whole encoder, mean
@@ -144,13 +146,15 @@ PROFILES = {
 
 
 def study_name(p: Profile) -> str:
-    """The profile's Optuna study: named by its synth settings too, so a profile whose data changed starts a new
-    study instead of meeting the old one's trials (the tune refuses a study run on other clips)."""
+    """The profile's Optuna study: named by its synth settings and its own settings too, so a profile whose data or
+    recipe changed (more clips, other epochs) starts a new study instead of meeting trials scored another way (the
+    tune refuses a study run on other clips, but cannot tell a trial trained for other epochs)."""
     from heardet.synth import SynthConfig
 
     synth = SynthConfig(n_train=p.n_train, n_test=p.n_test, festival_fraction=p.festival_fraction,
                         rhvoice_fraction=p.rhvoice_fraction)
-    return f"heardet-{p.name}-{synth.clip_hash()[:8]}"
+    digest = hashlib.sha256(json.dumps([synth.clip_hash(), asdict(p)], sort_keys=True).encode()).hexdigest()
+    return f"heardet-{p.name}-{digest[:8]}"
 
 
 @dataclass

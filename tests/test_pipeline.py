@@ -1,6 +1,7 @@
 """The main job end to end (`mlflow run . -e main`), with tiny random Whisper models and the
 `smoke` profile: every stage is a real child run; the table and the served answer come back."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -90,3 +91,12 @@ def test_a_refused_promotion_is_the_gates_answer_and_a_failed_stage_names_itself
     assert current_production("gate") == "1"
     with pytest.raises(StageFailed, match=r"stage 'promote' \(mlflow run \. -e promote\) failed in run \w+"):
         _run_stage("promote", "promote", {"name": "gate", "version": 7, "data": ""}, None, None)
+
+
+def test_a_profile_whose_data_or_recipe_changed_tunes_in_a_study_of_its_own():
+    full = PROFILES["full"]
+    assert study_name(full) == study_name(dataclasses.replace(full)), "the same profile resumes its study"
+    others = {study_name(dataclasses.replace(full, **change))
+              for change in ({"n_train": full.n_train + 1}, {"finetune_epochs": full.finetune_epochs + 1},
+                             {"rhvoice_fraction": 0.0}, {"feature_dropout": 0.1})}
+    assert len(others) == 4 and study_name(full) not in others
