@@ -141,7 +141,7 @@ def shared_errors(clips: pd.DataFrame, columns: list[str], threshold: float, at_
     for row in shared.to_dict("records"):
         values = [row[c] for c in columns]
         cells = [row["id"], str(row["label"]), f"{row['wrong']}/{len(columns)}", row["engine"], row["voice"],
-                 f"«{row['text']}»", steps_of(row["augmentation"]), f"{min(values):.3f}–{max(values):.3f}"]
+                 f"«{row['text']}»" if row["text"] else "—", steps_of(row["augmentation"]), f"{min(values):.3f}–{max(values):.3f}"]
         if transcripts is not None:
             heard = transcripts.get(row["id"], "")
             cells += [f"«{heard}»" if heard else "(nothing)", "yes" if rule_label(heard) else "no"]
@@ -185,7 +185,7 @@ def main() -> None:
         raise SystemExit(f"{args.scores[0]}: {unknown} clip ids are not in {args.data / MANIFEST_FILE}: another dataset?")
     for column in columns:
         if not np.isfinite(clips[column]).all():
-            raise SystemExit(f"{args.scores}: column {column!r} has empty or non-numeric scores")
+            raise SystemExit(f"score column {column!r} has empty or non-numeric scores (one row per clip expected)")
         print(breakdown(clips, column, args.threshold, args.voices))
     if len(columns) > 1 or args.shared or args.transcribe:
         at_least = args.shared or len(columns)
