@@ -25,7 +25,7 @@ import pandas as pd
 
 from heardet.approaches.rule import rule_label
 from heardet.data import MANIFEST_FILE, read_manifest
-from heardet.diversity import STEP_NAMES
+from heardet.diversity import STEP_NAMES, step_words
 from heardet.metrics import score
 
 
@@ -39,7 +39,7 @@ def load_manifest(data: Path) -> pd.DataFrame:
         if column not in frame:
             frame[column] = None
     for step, name in STEP_NAMES.items():
-        frame[name] = [(a or {}).get(step) is not None for a in frame.get("augmentation", [None] * len(frame))]
+        frame[name] = [(a or {}).get(step) is not None for a in frame["augmentation"]]
     return frame[["id", "kind", "engine", "voice", "text", "augmentation", *STEP_NAMES.values()]]
 
 
@@ -102,30 +102,17 @@ def read_scores(paths: list[Path]) -> pd.DataFrame:
     return merged
 
 
-def steps_of(augmentation: dict | None) -> str:
-    """The augmentation a clip went through, in words: ``room, background speech 7.0 dB, phone line gsm``."""
-    augmentation = augmentation or {}
-    words = []
-    for step, name in STEP_NAMES.items():
-        value = augmentation.get(step)
-        if value is None:
-            continue
-        if step == "speech":
-            words.append(f"{name} {augmentation.get('speech_snr_db', float('nan')):.1f} dB")
-        elif step == "noise_snr_db":
-            words.append(f"{name} {value:.1f} dB")
-        elif step in ("telephone", "codec"):
-            words.append(f"{name} {value}")
-        else:
-            words.append(name)
-    return ", ".join(words) or "none"
-
-
-def shared_errors(clips: pd.DataFrame, columns: list[str], threshold: float, at_least: int,
-                  transcripts: dict[str, str] | None) -> str:
-    """How many clips k of the columns get wrong, for each k, and the clips at least ``at_least`` get wrong."""
+def columns_wrong(clips: pd.DataFrame, columns: list[str], threshold: float) -> np.ndarray:
+    """Per clip, how many of the score columns call it the wrong way at ``threshold``."""
     labels = clips["label"].to_numpy().astype(int)
-    wrong = ((clips[columns].to_numpy() >= threshold).astype(int) != labels[:, None]).sum(axis=1)
+    return ((clips[columns].to_numpy() >= threshold).astype(int) != labels[:, None]).sum(axis=1)
+
+
+def shared_errors(clips: pd.DataFrame, columns: list[str], wrong: np.ndarray, threshold: float, at_least: int,
+                  transcripts: dict[str, str] | None) -> str:
+    """How many clips k of the columns get wrong (``wrong``: :func:`columns_wrong`), for each k, and the clips
+    at least ``at_least`` get wrong."""
+    labels = clips["label"].to_numpy().astype(int)
     lines = [f"## errors the {len(columns)} score columns share (threshold {threshold:g})", "",
              "| columns wrong | positives missed | negatives called |", "|---|---|---|"]
     for k in range(1, len(columns) + 1):
@@ -141,7 +128,7 @@ def shared_errors(clips: pd.DataFrame, columns: list[str], threshold: float, at_
     for row in shared.to_dict("records"):
         values = [row[c] for c in columns]
         cells = [row["id"], str(row["label"]), f"{row['wrong']}/{len(columns)}", row["engine"], row["voice"],
-                 f"«{row['text']}»" if row["text"] else "—", steps_of(row["augmentation"]), f"{min(values):.3f}–{max(values):.3f}"]
+                 f"«{row['text']}»" if row["text"] else "—", ", ".join(step_words(row["augmentation"], levels=True)) or "none", f"{min(values):.3f}–{max(values):.3f}"]
         if transcripts is not None:
             heard = transcripts.get(row["id"], "")
             cells += [f"«{heard}»" if heard else "(nothing)", "yes" if rule_label(heard) else "no"]
@@ -189,11 +176,10 @@ def main() -> None:
         print(breakdown(clips, column, args.threshold, args.voices))
     if len(columns) > 1 or args.shared or args.transcribe:
         at_least = args.shared or len(columns)
-        labels = clips["label"].to_numpy().astype(int)
-        wrong = ((clips[columns].to_numpy() >= args.threshold).astype(int) != labels[:, None]).sum(axis=1)
+        wrong = columns_wrong(clips, columns, args.threshold)
         transcripts = (transcribe(args.data, clips["id"][wrong >= at_least].tolist(), args.whisper)
                        if args.transcribe else None)
-        print(shared_errors(clips, columns, args.threshold, at_least, transcripts))
+        print(shared_errors(clips, columns, wrong, args.threshold, at_least, transcripts))
 
 
 if __name__ == "__main__":

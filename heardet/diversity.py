@@ -30,11 +30,27 @@ def _facets(meta: Mapping[str, Any]) -> dict[str, list[str]]:
         "repeats": [str(meta.get("repeats"))],
         "near miss": [meta.get("middle")] if meta.get("kind") == "hard_negative" else [],
     }
-    augmentation = meta.get("augmentation") or {}
-    steps = [f"{STEP_NAMES[step]} {augmentation[step]}" if step in ("telephone", "codec") else STEP_NAMES[step]
-             for step in AUGMENT_STEPS if augmentation.get(step) is not None]
-    facets["augmentation"] = steps or ["none"]
+    facets["augmentation"] = step_words(meta.get("augmentation")) or ["none"]
     return {k: [str(v) for v in values if v is not None] for k, values in facets.items()}
+
+
+def step_words(augmentation: Mapping[str, Any] | None, levels: bool = False) -> list[str]:
+    """The augmentation steps a clip's manifest records, in words (``room``, ``phone line gsm``, ``codec opus``);
+    with ``levels``, background speech and noise with their SNR (``background speech 7.0 dB``)."""
+    augmentation = augmentation or {}
+    words = []
+    for step in AUGMENT_STEPS:
+        value = augmentation.get(step)
+        if value is None:
+            continue
+        if step in ("telephone", "codec"):
+            words.append(f"{STEP_NAMES[step]} {value}")
+        elif levels and step in ("speech", "noise_snr_db"):
+            snr = augmentation.get("speech_snr_db") if step == "speech" else value
+            words.append(f"{STEP_NAMES[step]} {snr:.1f} dB" if snr is not None else STEP_NAMES[step])
+        else:
+            words.append(STEP_NAMES[step])
+    return words
 
 
 @dataclass
