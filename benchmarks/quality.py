@@ -8,7 +8,7 @@ and the full profile's recipe, ``full``, with one head and with two (``full2h``)
 (``center``), ``afdc`` and ``fullc``; ``full`` with its head's weights averaged over its last 5 epochs, ``fulla5``, and that with three heads that must
 all call a clip (``head_vote=min``), ``fulla5m3``, and ``fulla5`` with clips trading feature statistics in training
 (``style_mix``), ``fulla5s``, and with near misses weighted twice in the loss (``hard_negative_weight``), ``fulla5h2``, and followed by stage b on
-the top layer, ``fulla5b1``; ``a`` and ``full`` with each training positive's frames away
+the top layer, ``fulla5b1``, or on the top five, ``fulla5b5``; ``a`` and ``full`` with each training positive's frames away
 from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
@@ -122,6 +122,9 @@ RECIPES["fulla5h2"] = ("3 the fulla5 row, near-miss negatives weighted twice in 
 RECIPES["fulla5b1"] = ("3 the fulla5 row, then the encoder's top layer trained on cached states with its head "
                        "(stage b: 3 epochs at 3e-5)", dataclasses.replace(RECIPES["fulla5"][1], encoder_lr=3e-5,
                                                                            top_layers=1, top_epochs=3))
+RECIPES["fulla5b5"] = ("3 the fulla5 row, then the encoder's top 5 layers (of whisper-base's 6) trained on cached states "
+                       "with its head (stage b: 2 epochs at 2e-5)",
+                       dataclasses.replace(RECIPES["fulla5"][1], encoder_lr=2e-5, top_layers=5, top_epochs=2))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 
