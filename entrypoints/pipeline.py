@@ -95,8 +95,8 @@ PROFILES = {
     # recipe (stage (a) only) on 4800 train clips, scored on a 1000-clip held-out test split; 2 folds, 4 tune trials (head lr and
     # dropout) on 1000 of the clips, leave-one-engine-out; approaches 1 and 2 on 1000 train clips.
     # Stage (b) is left out here too: on a quick demo's data it scored lower on test than stage (a)
-    # in more minutes, and on this profile's 4800 clips, five layers deep, one head gained 0.004 (within what a
-    # rerun moves) for over twice the training time (benchmarks/quality.md). The original competition recipe (whole encoder, mean
+    # in more minutes, and on this profile's 4800 clips, five layers deep, one head gained 0.004 and 0.002 (two
+    # seeds, within what a rerun moves) for about 2.5 times the training time (benchmarks/quality.md). The original competition recipe (whole encoder, mean
     # pooling, last layer, 1 epoch) is the finetune entry point's defaults with pooling=mean
     # layers=last, and a row of benchmarks/quality.py. Feature dropout 0.3 raised held-out test F1
     # for each of three seeds (benchmarks/quality.md). The GRU frame head: on this profile's data the
