@@ -128,7 +128,9 @@ def shared_errors(clips: pd.DataFrame, columns: list[str], wrong: np.ndarray, th
     for row in shared.to_dict("records"):
         values = [row[c] for c in columns]
         cells = [row["id"], str(row["label"]), f"{row['wrong']}/{len(columns)}", row["engine"], row["voice"],
-                 f"«{row['text']}»" if row["text"] else "—", ", ".join(step_words(row["augmentation"], levels=True)) or "none", f"{min(values):.3f}–{max(values):.3f}"]
+                 f"«{row['text']}»" if row["text"] else "—",
+                 ", ".join(step_words(row["augmentation"], levels=True)) or "none",
+                 f"{min(values):.3f}–{max(values):.3f}"]
         if transcripts is not None:
             heard = transcripts.get(row["id"], "")
             cells += [f"«{heard}»" if heard else "(nothing)", "yes" if rule_label(heard) else "no"]
