@@ -6,8 +6,8 @@ of clip (positive, negative, hard negative, ...), by augmentation step (the shar
 step that it gets wrong, against the share without it) and for the voices with the most errors.
 
 Given several score files (or one with several columns), it also lists the clips that most of the
-columns get wrong (``--shared K``: wrong for at least K of them; default all), with what each says and
-the augmentation it went through, and with ``--transcribe`` what Whisper (``--whisper``, the rule
+columns get wrong (``--shared K``: wrong for at least K of them; default all), with what each says,
+the augmentation it went through and the columns that get it right, and with ``--transcribe`` what Whisper (``--whisper``, the rule
 approach's transcriber and its transcript cache) hears in it and whether the rule fires: errors every
 model shares point at the audio or the encoder rather than at one recipe.
 
@@ -121,7 +121,7 @@ def shared_errors(clips: pd.DataFrame, columns: list[str], wrong: np.ndarray, th
                                                                                           ascending=[False, True])
     lines += ["", f"{len(shared)} clips wrong for at least {at_least} of {len(columns)} columns "
               f"({int((shared.label == 1).sum())} positives missed, {int((shared.label == 0).sum())} negatives called):", ""]
-    head = "| clip | label | wrong | engine | voice | says | augmentation | lowest–highest score |"
+    head = "| clip | label | wrong | engine | voice | says | augmentation | lowest–highest score | right in |"
     if transcripts is not None:
         head += " Whisper hears | rule fires |"
     lines += [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -130,7 +130,8 @@ def shared_errors(clips: pd.DataFrame, columns: list[str], wrong: np.ndarray, th
         cells = [row["id"], str(row["label"]), f"{row['wrong']}/{len(columns)}", row["engine"], row["voice"],
                  f"«{row['text']}»" if row["text"] else "—",
                  ", ".join(step_words(row["augmentation"], levels=True)) or "none",
-                 f"{min(values):.3f}–{max(values):.3f}"]
+                 f"{min(values):.3f}–{max(values):.3f}",
+                 ", ".join(c for c, v in zip(columns, values) if (v >= threshold) == bool(row["label"])) or "—"]
         if transcripts is not None:
             heard = transcripts.get(row["id"], "")
             cells += [f"«{heard}»" if heard else "(nothing)", "yes" if rule_label(heard) else "no"]
