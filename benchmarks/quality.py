@@ -8,8 +8,9 @@ and the full profile's recipe, ``full``, with one head and with two (``full2h``)
 (``center``), ``afdc`` and ``fullc``; ``full`` with its head's weights averaged over its last 5 epochs, ``fulla5``, and that with three heads that must
 all call a clip (``head_vote=min``), ``fulla5m3``, and ``fulla5`` with clips trading feature statistics in training
 (``style_mix``), ``fulla5s``, and with near misses weighted twice in the loss (``hard_negative_weight``), ``fulla5h2``, and followed by stage b on
-the top layer, ``fulla5b1``, or on the top five, ``fulla5b5``; ``a`` and ``full`` with each training positive's frames away
-from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
+the top layer, ``fulla5b1``, or on the top five, ``fulla5b5``, and that with two more heads trained on the states of
+the encoder stage b left, all three calling a clip (``head_vote=min``), ``fulla5b5m3``; ``a`` and ``full`` with each
+training positive's frames away from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
 ``--only`` picks fine-tune rows.
@@ -125,6 +126,10 @@ RECIPES["fulla5b1"] = ("3 the fulla5 row, then the encoder's top layer trained o
 RECIPES["fulla5b5"] = ("3 the fulla5 row, then the encoder's top 5 layers (of whisper-base's 6) trained on cached states "
                        "with its head (stage b: 2 epochs at 2e-5)",
                        dataclasses.replace(RECIPES["fulla5"][1], encoder_lr=2e-5, top_layers=5, top_epochs=2))
+RECIPES["fulla5b5m3"] = ("3 the fulla5b5 row with three heads: its head through both stages, then two more (seeds N+1, "
+                         "N+2) on the states of the encoder stage b trained; a clip called only when every head calls "
+                         "it (head_vote=min)",
+                         dataclasses.replace(RECIPES["fulla5b5"][1], heads=3, head_vote="min"))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 
@@ -329,7 +334,7 @@ def main() -> None:
         add({**row, **{f"loeo_{k}": v.macro_f1 for k, v in loeo.items()},
              "near_miss_fp": near_miss_rate(test_clips, test_scores >= threshold),
              "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes,
-             "recipe": key, "seed": seed})
+             "final_fit_stage_seconds": final.stage_seconds, "recipe": key, "seed": seed})
         if recipe.heads > 1:  # the same fit scored more ways: its first head alone (and two), its heads' other vote
             other = next(v for v in HEAD_VOTES if v != recipe.head_vote)
             variants = [(":first", "its first head alone", recipe.head_vote, 1),

@@ -433,6 +433,47 @@ def test_stage_b_trains_only_the_top_layers_from_cached_states_and_the_saved_mod
     np.testing.assert_allclose(from_audio, from_cache, atol=2e-3)
 
 
+def test_heads_after_stage_b_read_the_trained_encoder_and_the_first_is_the_one_head_model(tiny_whisper, monkeypatch,
+                                                                                            tmp_path):
+    from heardet.approaches.finetune.train import encoder_states, head_scores, rerun_states
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(16)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    one = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=8, encoder_lr=1e-2, head_lr=1e-3,
+                         dropout=0.0, max_seconds=2.0, device="cpu", frame_head="gru", top_layers=1, top_epochs=3)
+    three = dataclasses.replace(one, heads=3, head_vote="min")
+    fitted = fit(examples, three, tiny_factory(tiny_whisper), progress=False)
+    single = fit(examples, one, tiny_factory(tiny_whisper), progress=False)
+    model = fitted.model
+    assert model.heads == 3 and fitted.steps == 3 * 2 * 2 + 3 * 2
+    assert set(fitted.stage_seconds) == {"encode", "head", "top", "rerun"}
+    base, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
+    cached = encoder_states(base.with_head("frames", "all"), fe, examples, one, progress=False)
+    # the states the extra heads trained on are what the trained encoder gives from audio
+    rerun = rerun_states(model, cached, 1, progress=False)
+    fresh = encoder_states(model, fe, examples, dataclasses.replace(one, max_seconds=2.0), progress=False)
+    for got, expected in zip(rerun, fresh):
+        np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), atol=2e-2)
+    # the first head (and the encoder) trained exactly as the one-head stage (b) model's
+    for name, value in single.model.encoder.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[name], value)
+    hidden, valid = pad_states(rerun, model.device)
+    with torch.no_grad():
+        each = [model._frames(hidden, valid, model.head, model.mix),
+                *(model._frames(hidden, valid, r.head, r.mix) for r in model.extra_heads)]
+        first = single.model.classify_cached(hidden, valid)
+    np.testing.assert_allclose(each[0][1], first[1], atol=1e-5)
+    probabilities = torch.stack([torch.sigmoid(clip) for clip, _ in each])
+    assert (probabilities.max(0).values - probabilities.min(0).values).max() > 1e-3, "the heads are not distinct"
+    from_cache, _ = head_scores(model, cached, examples.labels, top_layers=1)
+    np.testing.assert_allclose(from_cache, probabilities.min(0).values, atol=1e-5)
+    # saved and loaded, the model runs the trained encoder from audio and every head on it
+    loaded = load_classifier(fitted.save(tmp_path / "clf", three))
+    assert loaded.model.heads == 3 and loaded.model.head_vote == "min"
+    np.testing.assert_allclose([s.score for s in loaded.predict(audios)], from_cache, atol=2e-3)
+
+
 def test_stage_b_settings_that_cannot_work_are_refused_naming_the_field(tiny_whisper):
     with pytest.raises(ValueError, match=r"FinetuneConfig.top_layers=1 is invalid.*layers='all'"):
         FinetuneConfig(model="tiny", layers="last", top_layers=1)
@@ -632,7 +673,7 @@ def test_several_heads_score_with_the_mean_of_their_probabilities_and_save_and_l
     after = loaded.predict(audios, batch_size=4)
     np.testing.assert_allclose([s.score for s in after], [s.score for s in before], atol=1e-6)
     assert [s.phrase_start_s for s in after] == pytest.approx([s.phrase_start_s for s in before], abs=1e-6)
-    for bad in ({"encoder_lr": 1e-5}, {"pooling": "mean"}):
+    for bad in ({"encoder_lr": 1e-5}, {"pooling": "mean"}):  # from audio, or without frames
         with pytest.raises(ValueError, match=r"FinetuneConfig\.heads=2 is invalid"):
             FinetuneConfig(heads=2, **{"encoder_lr": 0.0, **bad})
 

@@ -18,7 +18,8 @@ The final layer is shaped for Whisper's decoder; the middle layers keep more of 
 the mix lets the head pick (``benchmarks/quality.py`` measures both).
 
 ``heads``: with frame pooling, the model may hold several heads (each its own layer mix and frame
-head) trained with different seeds on the same frozen encoder's states. The encoder runs once; the
+head) trained with different seeds on the same encoder's states (frozen, or as stage (b) left it: the
+heads after the first train once it has). The encoder runs once; the
 clip's phrase probability is the mean of the heads' (``head_vote="mean"``) or the lowest of theirs
 (``head_vote="min"``: a clip is called only when every head calls it), and its frame logits the mean of
 theirs either way. One head's decisions on clips it never saw move with its seed (``benchmarks/quality.md``):

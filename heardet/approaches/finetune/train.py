@@ -137,8 +137,11 @@ class FinetuneConfig:
         heads: stage (a) trains this many frame heads on the same cached states, the first with ``seed``, the
             others with ``seed + 1``, ``seed + 2``…, and the model scores with the mean of their phrase probabilities
             (:class:`~heardet.approaches.finetune.model.EncoderClassifier`). Each costs one head's training time; the
-            encoder still runs once per clip. The cross-validation folds (with ``refit="all"``) and the
-            leave-one-engine-out fits train one head each (:func:`one_head`).
+            encoder still runs once per clip. With stage (b) (``top_layers > 0``), the first head trains through
+            both stages and the others after them, on the states of the encoder stage (b) trained
+            (:func:`rerun_states`): every head reads the same encoder, as it runs at inference. The
+            cross-validation folds (with ``refit="all"``) and the leave-one-engine-out fits train one head each
+            (:func:`one_head`).
         head_vote: how several heads' phrase probabilities make the clip's: ``mean``, their mean, or ``min``, the
             lowest of them, so that a clip is called only when every head calls it. Heads of different seeds
             call the phrase alike but each flags a few near misses of its own (``benchmarks/quality.md``).
@@ -198,7 +201,7 @@ class FinetuneConfig:
     hard_negative_weight: float = setting(1.0, "a number > 0", is_number(0, low_open=True),
                                           "Loss weight of training clips marked as near misses (kind hard_negative).")
     heads: int = setting(1, "an integer >= 1", is_int(1),
-                         "Frame heads trained with successive seeds on the frozen encoder's states; head_vote combines them.")
+                         "Frame heads trained with successive seeds on cached encoder states; head_vote combines them.")
     head_vote: str = setting("mean", " or ".join(repr(v) for v in HEAD_VOTES), one_of(*HEAD_VOTES),
                              "heads > 1: mean, the heads' mean probability; min, the lowest (every head must call it)")
     average_epochs: int = setting(0, "an integer >= 0 (0 = off)", is_int(0),
@@ -229,9 +232,9 @@ class FinetuneConfig:
             "outside_weight": (self.outside_weight == 0 or (self.pooling == "frames" and self.cached),
                                "0, or with pooling='frames' and cached states (encoder_lr=0, or top_layers > 0): "
                                "the frames away from the phrase are known only in the fixed crops the cache holds"),
-            "heads": (self.heads == 1 or (self.pooling == "frames" and self.frozen),
-                      "1, or with pooling='frames' and a frozen encoder (encoder_lr=0, augment=False): the heads share "
-                      "one encoder's cached states"),
+            "heads": (self.heads == 1 or (self.pooling == "frames" and self.cached),
+                      "1, or with pooling='frames' and cached states (encoder_lr=0, or top_layers > 0): the heads "
+                      "share one encoder's states"),
             "average_epochs": (self.average_epochs <= self.epochs and (self.average_epochs == 0 or self.cached),
                                f"0, or at most epochs ({self.epochs}) with cached states (encoder_lr=0, or "
                                "top_layers > 0): the average is of stage (a)'s heads"),
@@ -328,7 +331,8 @@ class FittedClassifier:
     steps: int
     seconds: float
     phrase_offsets: tuple[float, float] | None = None  # seconds before / after the peak frame (frame pooling)
-    stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # encode / head / top (cached training)
+    # cached training's seconds: encode, head (every head's stage (a)), top (stage (b)), rerun (the states after it)
+    stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def save(self, out_dir: str | Path, config: FinetuneConfig) -> Path:
         """:func:`heardet.approaches.finetune.model.save_classifier` of this model."""
@@ -544,23 +548,56 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
                  weights: np.ndarray | None = None) -> tuple[int, dict[str, float]]:
     """Stage (a), then stage (b) when ``config.top_layers`` asks for it; returns the steps and each stage's seconds.
 
-    With ``config.heads > 1``, stage (a) trains that many heads one after the other, each from its own seed, and
-    adds the others to ``model`` (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_head`)."""
+    With ``config.heads > 1``, that many heads train one after the other, each from its own seed, and ``model``
+    scores with them all (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_head`). The first trains
+    through stage (a) and stage (b); the others train as stage (a) heads after stage (b), on the states of the
+    encoder it left (:func:`rerun_states`), since they score what that encoder outputs."""
     started = time.perf_counter()
     steps = train_head(model, states, labels, config, fold, progress, on_step, outside=outside, weights=weights)
-    for k in range(1, config.heads):
-        torch.manual_seed(config.seed + k)  # the head's initial weights
-        other = model.fresh_head()
-        steps += train_head(other, states, labels, dataclasses.replace(config, seed=config.seed + k), fold, progress,
-                            on_step, first_step=steps, outside=outside, head=k, weights=weights)
-        model.add_head(other)
     seconds = {"head": time.perf_counter() - started}
     if config.top_layers:
         started = time.perf_counter()
         steps += train_head(model, states, labels, config, fold, progress, on_step, config.top_layers, steps,
                             outside, weights=weights)
         seconds["top"] = time.perf_counter() - started
+    if config.heads > 1:
+        started = time.perf_counter()
+        heads_read = rerun_states(model, states, config.top_layers, progress=progress) if config.top_layers else states
+        if config.top_layers:
+            seconds["rerun"] = time.perf_counter() - started
+            started = time.perf_counter()
+        for k in range(1, config.heads):
+            torch.manual_seed(config.seed + k)  # the head's initial weights
+            other = model.fresh_head()
+            steps += train_head(other, heads_read, labels, dataclasses.replace(config, seed=config.seed + k), fold,
+                                progress, on_step, first_step=steps, outside=outside, head=k, weights=weights)
+            model.add_head(other)
+        seconds["head"] += time.perf_counter() - started
     return steps, seconds
+
+
+def rerun_states(model: EncoderClassifier, states: Sequence[np.ndarray], top_layers: int, batch_size: int = 16,
+                 progress: bool = True) -> list[np.ndarray]:
+    """Cached states ``[layers, frames, d_model]`` as ``model``'s encoder gives them now: the top ``top_layers``
+    layers (trained by stage (b)) run again from the layer beneath (:meth:`EncoderClassifier.rerun_top`). What
+    heads trained after stage (b) read; float16, like the cache. Clips run in batches of similar lengths."""
+    out: list[np.ndarray | None] = [None] * len(states)
+    order = sorted(range(len(states)), key=lambda i: states[i].shape[-2])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(model.device):
+            starts = range(0, len(order), batch_size)
+            for begin in tqdm(starts, desc="stage (b)'s states", unit="batch", disable=not progress,
+                              leave=False):
+                rows = order[begin : begin + batch_size]
+                hidden, valid = pad_states([states[i] for i in rows], model.device)
+                rerun = model.rerun_top(hidden, valid, top_layers).float().cpu().numpy()
+                for row, value, n in zip(rows, rerun, valid.sum(dim=1).tolist()):
+                    out[row] = value[..., :n, :].astype(np.float16)
+    finally:
+        model.train(was_training)
+    return out  # type: ignore[return-value]
 
 
 def head_scores(model: EncoderClassifier, states: Sequence[np.ndarray], labels: np.ndarray,
