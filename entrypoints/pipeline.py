@@ -69,20 +69,14 @@ START = "encoder_lr=3e-5,head_lr=1e-3,dropout=0.2"
 FROZEN_START = "head_lr=1e-3,dropout=0.2"
 
 PROFILES = {
-    # About 20 minutes on 2 CPU cores from cold caches (19 min 41 s in a fresh clone; 12 min 17 s on a machine
-    # whose head trained twice as fast; 10 min 20 s there with warm caches; benchmarks/README.md). Approaches 1
-    # and 2 transcribe and learn from 240 of the train clips (about 5 clips/s with content-sized windows,
-    # benchmarks/README.md). A whisper-base encoder whose features are computed once and cached; stage (a)
-    # only: the GRU frame head with soft-maximum pooling on a learned mix of the encoder's layers, feature
-    # dropout 0.3, 16 epochs, and each training positive's frames away from its phrase also trained as
-    # "no phrase" (outside_weight 1). On generator version 3 data, scored on 1000 test clips, that recipe
-    # scored higher than the conv head it replaced and than the GRU head without the outside loss
-    # (benchmarks/quality.md, "Frames away from the phrase"); on 720 train clips it scored 0.964 with 16
-    # epochs and 0.959 with 20 (480 clips: 0.947), so the profile trains on 720 for 16 epochs. Stage (b)
-    # does not pay at this size (benchmarks/quality.md: on the top layer, test F1 0.014 lower over three
-    # seeds in 1.5 times the minutes), so the tune samples the head learning rate and dropout only:
-    # FROZEN_START and one sampled point, 2 folds on 480 of the train clips. The fine-tune uses the best
-    # trial; leave-one-engine-out is left to the full profile and benchmarks/quality.py.
+    # About 20 minutes on 2 CPU cores from a fresh clone (benchmarks/README.md, "The quick demo in a fresh clone").
+    # Approaches 1 and 2 transcribe and learn from 240 of the train clips. Approach 3 is stage (a) only: the GRU frame
+    # head, soft-maximum pooling over a learned mix of whisper-base's layers (features computed once and cached),
+    # feature dropout 0.3, each training positive's frames away from its phrase also trained as "no phrase"
+    # (outside_weight 1), 720 train clips for 16 epochs. Why each, in benchmarks/quality.md: "Frames away from the
+    # phrase", "The quick profile at 720 clips, 16 epochs", "Stage (a) against stage (b) on the top layer" (stage (b)
+    # does not pay at this size). The tune samples the head learning rate and dropout (FROZEN_START and one sampled
+    # point, 2 folds on 480 clips); leave-one-engine-out is left to the full profile and benchmarks/quality.py.
     "quick": Profile("quick", n_train=720, n_test=120, festival_fraction=0.5, rhvoice_fraction=0.0,
                      transcript_train_clips=240,
                      catboost_folds=5, finetune_folds=2, max_train_clips=0,
@@ -90,45 +84,21 @@ PROFILES = {
                      frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3, style_mix=0.0,
                      outside_weight=1.0, hard_negative_weight=1.0, center=False, heads=1, head_vote="mean", average_epochs=0, tune_start=FROZEN_START, loeo=False, tune_trials=2,
                      tune_folds=2, tune_max_train_clips=480),
-    # The best model this machine trains (its end-to-end time at the end of this comment): the quick recipe (stage (a)
-    # only) on 4800 train clips, scored on a 1000-clip held-out test split; 2 folds, 4 tune trials (head lr and dropout)
-    # on 1000 of the clips, leave-one-engine-out; approaches 1 and 2 on 1000 train clips. Stage (b) is left out here
-    # too: on a quick demo's data it scored lower on test than stage (a) in more minutes, and on this profile's 4800
-    # clips, five layers deep, one head gained 0.004 and 0.002 (two seeds, within what a rerun moves) for about 2.5
-    # times the training time (benchmarks/quality.md). The original competition recipe (whole encoder, mean pooling,
-    # last layer, 1 epoch) is the finetune entry point's defaults with pooling=mean layers=last, and a row of
-    # benchmarks/quality.py. Feature dropout 0.3 raised held-out test F1 for each of three seeds
-    # (benchmarks/quality.md). The GRU frame head: on this profile's data the fine-tune (30 epochs) scored 0.975 on test
-    # against the conv head's 0.949, in 57 minutes instead of 28; with 20 epochs it took 41 minutes and scored 0.987,
-    # flagging 1 of 251 near misses, and the whole job 68 minutes with warm caches, about 95 cold
-    # (benchmarks/README.md). Subtracting each clip's mean state (center) did not pay with the GRU head: test 0.976
-    # against 0.987, near misses 4.4 % against 0.4 %, leave-one-engine-out unchanged (benchmarks/quality.md).
-    # outside_weight=1 did not pay at this size: test 0.976 against 0.977, near misses 4.8 % against 2.8 %
-    # (benchmarks/quality.md, version 3 data). 3200 train clips (was 2000): one fit of this recipe on 3200 version 3
-    # clips scored test F1 0.980 against 0.969 on their first 2000, and 0.74 / 0.79 leave-one-engine-out (0.35 / 0.82 on
-    # 2000 earlier); near misses 4.0 % (benchmarks/quality.md, "The full profile on 3200 train clips"). The fine-tune
-    # takes about 1.6 times as long. average_epochs=5: the head ends on the mean of its weights at its last 5 epochs'
-    # ends, at no cost in time; with seeds 42 and 1 it scored test F1 0.981 and 0.980 against 0.980 and 0.976, near
-    # misses 3.8 % against 3.4 % (the two seeds' mean) (benchmarks/quality.md, "The head's weights averaged over its
-    # last epochs"). Three heads that must all call a clip (heads=3, head_vote=min): each head alone flags a few near
-    # misses of its own, so the lowest of their probabilities flags fewer (benchmarks/quality.md, "Three heads that must
-    # all call a clip"). The final fit takes three times as long; the folds (one head each) drop from 3 to 2 to pay for
-    # part of it. End to end from cold caches: 82 minutes in a fresh checkout (test 0.987, near misses 0.8 %,
-    # leave-one-engine-out 0.78 / 0.80), on a machine whose head trained about twice as fast as the one where the
-    # one-head profile took 120 minutes (benchmarks/README.md). style_mix=0.5 (clips trade feature statistics in
-    # training) was meant for leave-one-engine-out and lowered it: 0.70 / 0.75 against 0.78 / 0.80 for one head
-    # (benchmarks/quality.md), so the profile keeps 0. Three engines (a third of the clips each by festival, RHVoice and
-    # espeak-ng; the quick profile keeps festival and espeak-ng, whose recipe scored 0.950 with three,
-    # benchmarks/quality.md, "The quick profile's recipe on three engines"): one head of this recipe scored
-    # leave-one-engine-out 0.90 / 0.95 / 0.95 (without espeak-ng / festival / RHVoice) against 0.78 / 0.80 with two
-    # engines (benchmarks/quality.md, "A third engine"). End to end: test 0.972 on the three-engine test split, where
-    # the two-engine profile's model scored 0.976; near misses 2.0 % (benchmarks/README.md, "The full profile end to end
-    # with three engines"). 4800 train clips for 14 epochs (was 3200 for 20: about as many training steps, 1600 clips
-    # per engine as the two-engine profile had): one head scored leave-one-engine-out 0.92 / 0.94 / 0.96 against 0.90 /
-    # 0.95 / 0.95, test 0.966 against 0.970 and near misses 4.8 % against 4.4 % (one fit each, within what a seed moves)
-    # (benchmarks/quality.md, "Half as many train clips again"); end to end 0.971, near misses 2.0 %,
-    # leave-one-engine-out 0.916 / 0.945 / 0.963 (benchmarks/README.md, "The full profile end to end on 4800 train
-    # clips").
+    # The best model this machine trains within about 2 hours on 2 CPU cores: the quick profile's recipe, stage (a)
+    # only, on 4800 train clips of three engines (festival, RHVoice, espeak-ng, a third each), 14 epochs, scored on a
+    # 1000-clip test split whose voices and carrier sentences are not in training; 2 folds, 4 tune trials on 1000
+    # clips, leave-one-engine-out; approaches 1 and 2 on 1000 train clips. What differs from the quick recipe, and
+    # where it was measured (benchmarks/quality.md unless named):
+    # - average_epochs=5, the head's weights averaged over its last 5 epochs: "The head's weights averaged over its
+    #   last epochs".
+    # - three heads that must all call a clip (heads=3, head_vote=min; the folds train one head each): fewer near
+    #   misses flagged, "Three heads that must all call a clip".
+    # - outside_weight=0: "Frames away from the phrase" (it did not pay at this size); center and style_mix off:
+    #   "Subtracting each clip's mean encoder state", "Clips trading feature statistics in training".
+    # - 4800 clips and three engines: "A third engine: RHVoice", "Half as many train clips again".
+    # - no stage (b): five layers deep it gained within what a seed moves for about 2.5 times the training time,
+    #   "Stage (b) on five of the encoder's six layers".
+    # End to end: benchmarks/README.md, "The full profile end to end on 4800 train clips".
     "full": Profile("full", n_train=4800, n_test=1000, festival_fraction=0.34, rhvoice_fraction=0.33,
                     transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=2, max_train_clips=0,
