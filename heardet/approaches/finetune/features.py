@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -108,24 +108,38 @@ def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[n
     keys = [FeatureCache.key(a, identity) for a in audios] if cache is not None else [None] * len(audios)
     out: list[np.ndarray | None] = [cache.get(k) if cache is not None else None for k in keys]
     todo = sorted((i for i, v in enumerate(out) if v is None), key=lambda i: len(audios[i]))
+
+    def run(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return model.encode(*collate([log_mel(feature_extractor, audios[i]) for i in rows], model.device))
+
+    for row, states in states_in_batches(model, todo, batch_size, run, "encoding", progress):
+        out[row] = states  # as stored: a cached run trains the same
+        if cache is not None:
+            cache.put(keys[row], states)
+    if cache is not None and audios:
+        logger.info("encoder features: %d cached, %d computed (%s)", len(audios) - len(todo), len(todo), cache.root)
+    return [np.asarray(v, dtype=np.float16) for v in out]
+
+
+def states_in_batches(model: EncoderClassifier, rows: Sequence[int], batch_size: int,
+                      run: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]], desc: str,
+                      progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """``(row, states)`` for each of ``rows``, in batches of ``batch_size`` given to ``run`` (which returns the
+    batch's padded states ``[batch, ..., frames, d_model]`` and valid mask ``[batch, frames]``): each row's
+    valid frames, float16 as the cache stores them. ``model`` runs in eval mode without gradients, and is put
+    back in the mode it was in when the iteration ends. Rows sorted by length pad least."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            starts = range(0, len(todo), batch_size)
-            for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress or not todo):
-                rows = todo[start : start + batch_size]
-                feats, lengths = collate([log_mel(feature_extractor, audios[i]) for i in rows], model.device)
-                hidden, valid = model.encode(feats, lengths)
-                for row, states, n in zip(rows, hidden.float().cpu().numpy(), valid.sum(dim=1).tolist()):
-                    out[row] = states[..., :n, :].astype(np.float16)  # as stored: a cached run trains the same
-                    if cache is not None:
-                        cache.put(keys[row], out[row])
+            starts = range(0, len(rows), batch_size)
+            for start in tqdm(starts, desc=desc, unit="batch", disable=not progress or not rows):
+                batch = list(rows[start : start + batch_size])
+                hidden, valid = run(batch)
+                for row, states, n in zip(batch, hidden.float().cpu().numpy(), valid.sum(dim=1).tolist()):
+                    yield row, states[..., :n, :].astype(np.float16)
     finally:
         model.train(was_training)
-    if cache is not None and audios:
-        logger.info("encoder features: %d cached, %d computed (%s)", len(audios) - len(todo), len(todo), cache.root)
-    return [np.asarray(v, dtype=np.float16) for v in out]
 
 
 def pad_states(states: Sequence[np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from heardet.approaches.finetune.features import FeatureCache, crop_start, encode_clips, fixed_crop, pad_states
+from heardet.approaches.finetune.features import (
+    FeatureCache,
+    crop_start,
+    encode_clips,
+    fixed_crop,
+    pad_states,
+    states_in_batches,
+)
 from heardet.approaches.finetune.model import (
     FRAME_HEADS,
     FRAME_SECONDS,
@@ -561,11 +568,12 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
                             outside, weights=weights)
         seconds["top"] = time.perf_counter() - started
     if config.heads > 1:
-        started = time.perf_counter()
-        heads_read = rerun_states(model, states, config.top_layers, progress=progress) if config.top_layers else states
+        heads_read = states
         if config.top_layers:
-            seconds["rerun"] = time.perf_counter() - started
             started = time.perf_counter()
+            heads_read = rerun_states(model, states, config.top_layers, progress=progress)
+            seconds["rerun"] = time.perf_counter() - started
+        started = time.perf_counter()
         for k in range(1, config.heads):
             torch.manual_seed(config.seed + k)  # the head's initial weights
             other = model.fresh_head()
@@ -583,20 +591,14 @@ def rerun_states(model: EncoderClassifier, states: Sequence[np.ndarray], top_lay
     heads trained after stage (b) read; float16, like the cache. Clips run in batches of similar lengths."""
     out: list[np.ndarray | None] = [None] * len(states)
     order = sorted(range(len(states)), key=lambda i: states[i].shape[-2])
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), autocast(model.device):
-            starts = range(0, len(order), batch_size)
-            for begin in tqdm(starts, desc="stage (b)'s states", unit="batch", disable=not progress,
-                              leave=False):
-                rows = order[begin : begin + batch_size]
-                hidden, valid = pad_states([states[i] for i in rows], model.device)
-                rerun = model.rerun_top(hidden, valid, top_layers).float().cpu().numpy()
-                for row, value, n in zip(rows, rerun, valid.sum(dim=1).tolist()):
-                    out[row] = value[..., :n, :].astype(np.float16)
-    finally:
-        model.train(was_training)
+
+    def run(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, valid = pad_states([states[i] for i in rows], model.device)
+        with autocast(model.device):
+            return model.rerun_top(hidden, valid, top_layers), valid
+
+    for row, value in states_in_batches(model, order, batch_size, run, "stage (b)'s states", progress):
+        out[row] = value
     return out  # type: ignore[return-value]
 
 
