@@ -9,7 +9,8 @@ and the full profile's recipe, ``full``, with one head and with two (``full2h``)
 all call a clip (``head_vote=min``), ``fulla5m3``, and ``fulla5`` with clips trading feature statistics in training
 (``style_mix``), ``fulla5s``, and with near misses weighted twice in the loss (``hard_negative_weight``), ``fulla5h2``, and followed by stage b on
 the top layer, ``fulla5b1``, or on the top five, ``fulla5b5``, and that with two more heads trained on the states of
-the encoder stage b left, all three calling a clip (``head_vote=min``), ``fulla5b5m3``; ``a`` and ``full`` with each
+the encoder stage b left, all three calling a clip (``head_vote=min``), ``fulla5b5m3``, or with near misses weighted
+twice in both stages, ``fulla5b5h2``; ``a`` and ``full`` with each
 training positive's frames away from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
@@ -45,6 +46,7 @@ import dataclasses
 import json
 import logging
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -130,6 +132,9 @@ RECIPES["fulla5b5m3"] = ("3 the fulla5b5 row with three heads: its head through 
                          "N+2) on the states of the encoder stage b trained; a clip called only when every head calls "
                          "it (head_vote=min)",
                          dataclasses.replace(RECIPES["fulla5b5"][1], heads=3, head_vote="min"))
+RECIPES["fulla5b5h2"] = ("3 the fulla5b5 row, near-miss negatives weighted twice in the training loss of both stages "
+                         "(hard_negative_weight=2)",
+                         dataclasses.replace(RECIPES["fulla5b5"][1], hard_negative_weight=2.0))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 
@@ -248,6 +253,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0,
                         help="train every fine-tune row for N epochs (stage (a)) instead of its recipe's (0 = the recipe's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (on stderr) while clips load and a fine-tune row trains")
     parser.add_argument("--scores", type=Path,
                         help="write every fine-tune row's test score per clip here (CSV: id, label, one column per "
                              "row); benchmarks/errors.py breaks its errors down by engine, voice and kind of clip")
@@ -290,8 +297,9 @@ def main() -> None:
 
     if not args.approach_3_only:
         ids, by_id, test_labels = transcript_rows(dataset, test_clips, add, members)
-    examples = prepare_examples(dataset.train, progress=False)
-    test = prepare_examples(test_clips, progress=False)
+    progress = not args.quiet
+    examples = prepare_examples(dataset.train, progress=progress)
+    test = prepare_examples(test_clips, progress=progress)
     runs = [(key, seed) for key in RECIPES for seed in seeds
             if key in only and not (key == "last" and args.skip_last_layer)]
     names = {}  # each row's name without its seed, for the seeds' summary
@@ -310,9 +318,11 @@ def main() -> None:
         names[key] = name
         if len(seeds) > 1:
             name = f"{name} [seed {seed}]"
+        if progress:
+            print(f"{time.strftime('%H:%M:%S')} row {key}, seed {seed}: {name}", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        cv = None if args.no_cv else cross_validate(examples, recipe, progress=False)
-        final = fit(examples, recipe, cv=cv, progress=False)
+        cv = None if args.no_cv else cross_validate(examples, recipe, progress=progress)
+        final = fit(examples, recipe, cv=cv, progress=progress)
         minutes = (time.perf_counter() - started) / 60
         threshold = final.threshold
         results = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
