@@ -187,13 +187,13 @@ def seed_summary(name: str, rows: list[dict]) -> dict:
     return summary
 
 
-def transcript_rows(dataset, test_clips, add, members) -> tuple[list[str], dict, np.ndarray]:
+def transcript_rows(dataset, test_clips, add, members, progress: bool = True) -> tuple[list[str], dict, np.ndarray]:
     """Approaches 1 and 2 on shared whisper-base transcripts: their rows (``add``) and members; returns the train
     ids every transcript scored, the train clips by id and the test labels."""
     transcriber = make_transcriber("whisper-base")
     started = time.perf_counter()
-    train_t = transcribe_clips(transcriber, dataset.train, cache=default_cache(), progress=True)
-    test_t = transcribe_clips(transcriber, test_clips, cache=default_cache(), progress=True)
+    train_t = transcribe_clips(transcriber, dataset.train, cache=default_cache(), progress=progress)
+    test_t = transcribe_clips(transcriber, test_clips, cache=default_cache(), progress=progress)
     transcribe_s = time.perf_counter() - started
     ok = (train_t.error == "").to_numpy()
     ids = list(train_t.id[ok])
@@ -254,7 +254,7 @@ def main() -> None:
                         help="train every fine-tune row for N epochs (stage (a)) instead of its recipe's (0 = the recipe's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     parser.add_argument("--quiet", action="store_true",
-                        help="no progress bars (on stderr) while clips load and a fine-tune row trains")
+                        help="no progress bars (on stderr) while clips load and transcribe and a fine-tune row trains")
     parser.add_argument("--scores", type=Path,
                         help="write every fine-tune row's test score per clip here (CSV: id, label, one column per "
                              "row); benchmarks/errors.py breaks its errors down by engine, voice and kind of clip")
@@ -295,9 +295,9 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
 
-    if not args.approach_3_only:
-        ids, by_id, test_labels = transcript_rows(dataset, test_clips, add, members)
     progress = not args.quiet
+    if not args.approach_3_only:
+        ids, by_id, test_labels = transcript_rows(dataset, test_clips, add, members, progress)
     examples = prepare_examples(dataset.train, progress=progress)
     test = prepare_examples(test_clips, progress=progress)
     runs = [(key, seed) for key in RECIPES for seed in seeds
@@ -319,7 +319,7 @@ def main() -> None:
         if len(seeds) > 1:
             name = f"{name} [seed {seed}]"
         if progress:
-            print(f"{time.strftime('%H:%M:%S')} row {key}, seed {seed}: {name}", file=sys.stderr, flush=True)
+            print(f"{time.strftime('%H:%M:%S')} row {key}, seed {seed}: {names[key]}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         cv = None if args.no_cv else cross_validate(examples, recipe, progress=progress)
         final = fit(examples, recipe, cv=cv, progress=progress)

@@ -123,17 +123,18 @@ def encode_clips(model: EncoderClassifier, feature_extractor, audios: Sequence[n
 
 def states_in_batches(model: EncoderClassifier, rows: Sequence[int], batch_size: int,
                       run: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]], desc: str,
-                      progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+                      progress: bool = True, leave: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """``(row, states)`` for each of ``rows``, in batches of ``batch_size`` given to ``run`` (which returns the
     batch's padded states ``[batch, ..., frames, d_model]`` and valid mask ``[batch, frames]``): each row's
     valid frames, float16 as the cache stores them. ``model`` runs in eval mode without gradients, and is put
-    back in the mode it was in when the iteration ends. Rows sorted by length pad least."""
+    back in the mode it was in when the iteration ends. Rows sorted by length pad least. ``leave``: the progress
+    bar stays on screen when done."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             starts = range(0, len(rows), batch_size)
-            for start in tqdm(starts, desc=desc, unit="batch", disable=not progress or not rows):
+            for start in tqdm(starts, desc=desc, unit="batch", disable=not progress or not rows, leave=leave):
                 batch = list(rows[start : start + batch_size])
                 hidden, valid = run(batch)
                 for row, states, n in zip(batch, hidden.float().cpu().numpy(), valid.sum(dim=1).tolist()):

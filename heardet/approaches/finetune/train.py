@@ -597,7 +597,8 @@ def rerun_states(model: EncoderClassifier, states: Sequence[np.ndarray], top_lay
         with autocast(model.device):
             return model.rerun_top(hidden, valid, top_layers), valid
 
-    for row, value in states_in_batches(model, order, batch_size, run, "stage (b)'s states", progress):
+    for row, value in states_in_batches(model, order, batch_size, run, "stage (b)'s states", progress,
+                                        leave=False):
         out[row] = value
     return out  # type: ignore[return-value]
 
