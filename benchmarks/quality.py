@@ -257,7 +257,9 @@ def main() -> None:
                         help="no progress bars (on stderr) while clips load and transcribe and a fine-tune row trains")
     parser.add_argument("--scores", type=Path,
                         help="write every fine-tune row's test score per clip here (CSV: id, label, one column per "
-                             "row); benchmarks/errors.py breaks its errors down by engine, voice and kind of clip")
+                             "row, and for a row of several heads one per other way its fit is scored, e.g. "
+                             "fulla5m3:first:42); benchmarks/errors.py breaks its errors down by engine, voice and "
+                             "kind of clip")
     args = parser.parse_args()
     only = [key.strip() for key in args.only.split(",") if key.strip()]
     if set(only) - set(RECIPES):
@@ -295,6 +297,11 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
 
+    def keep_scores(column: str, scores: np.ndarray) -> None:
+        per_clip[column] = scores
+        if args.scores:  # written after every column: a long run stopped early keeps what it scored
+            per_clip.to_csv(args.scores, index=False, float_format="%.5f")
+
     progress = not args.quiet
     if not args.approach_3_only:
         ids, by_id, test_labels = transcript_rows(dataset, test_clips, add, members, progress)
@@ -328,9 +335,7 @@ def main() -> None:
         results = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
                                 recipe.eval_batch_size, threshold, phrase_offsets=final.phrase_offsets)
         test_scores = np.array([r.score for r in results])
-        per_clip[f"{key}:{seed}"] = test_scores
-        if args.scores:  # written after every row: a long run stopped early keeps what it scored
-            per_clip.to_csv(args.scores, index=False, float_format="%.5f")
+        keep_scores(f"{key}:{seed}", test_scores)
         loeo = engine_holdout(examples, recipe, threshold) if engines_of_train and not args.skip_loeo else {}
         row = {"approach": name, "cv_f1": cv.result.mean_f1 if cv else None, "threshold": threshold,
                "test_f1": score(test.labels, (test_scores >= threshold).astype(int)).macro_f1}
@@ -355,6 +360,7 @@ def main() -> None:
                     variant = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
                                             recipe.eval_batch_size, threshold, phrase_offsets=final.phrase_offsets)
                 scores = np.array([r.score for r in variant])
+                keep_scores(f"{key}{suffix}:{seed}", scores)
                 names[key + suffix] = f"{names[key]} [{label}, the same fit]"
                 add({"approach": f"{name} [{label}, the same fit]", "cv_f1": None, "threshold": threshold,
                      "test_f1": score(test.labels, (scores >= threshold).astype(int)).macro_f1,
