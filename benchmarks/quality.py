@@ -10,7 +10,7 @@ all call a clip (``head_vote=min``), ``fulla5m3``, and ``fulla5`` with clips tra
 (``style_mix``), ``fulla5s``, and with near misses weighted twice in the loss (``hard_negative_weight``), ``fulla5h2``, and followed by stage b on
 the top layer, ``fulla5b1``, or on the top five, ``fulla5b5``, and that with two more heads trained on the states of
 the encoder stage b left, all three calling a clip (``head_vote=min``), ``fulla5b5m3``, or with near misses weighted
-twice in both stages, ``fulla5b5h2``; ``a`` and ``full`` with each
+twice in both stages, ``fulla5b5h2``, and three whole ``fulla5b5`` fits, each with top layers of its own, ``fulla5b5f3``; ``a`` and ``full`` with each
 training positive's frames away from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
@@ -28,9 +28,9 @@ each of them once per seed and adds each one's mean and range over the seeds.
 ``--train-clips 480`` trains on the first 480 train clips only: on a 2000-clip dataset of the
 default synth settings those are the quick profile's train split, scored on 1000 test clips
 instead of its 120. ``--no-cv`` fits the fine-tune rows once each (no CV column).
-A row with several heads is followed by rows of the same fit scored other ways: with its first head alone (that
-head trains exactly as the one-head recipe's with the same seed), with its first two (of three or more), and with
-the other ``head_vote``.
+A row with several heads (or fits) is followed by rows of the same model scored other ways: with its first head
+(fit) alone (that head trains exactly as the one-head recipe's with the same seed), with its first two (of three or
+more), and with the other ``head_vote``.
 
     python benchmarks/quality.py DATA --out benchmarks/results/quality.json
 
@@ -135,19 +135,23 @@ RECIPES["fulla5b5m3"] = ("3 the fulla5b5 row with three heads: its head through 
 RECIPES["fulla5b5h2"] = ("3 the fulla5b5 row, near-miss negatives weighted twice in the training loss of both stages "
                          "(hard_negative_weight=2)",
                          dataclasses.replace(RECIPES["fulla5b5"][1], hard_negative_weight=2.0))
+RECIPES["fulla5b5f3"] = ("3 three fits of the fulla5b5 row (seeds N, N+1, N+2), each through both stages with top "
+                         "layers of its own, scoring with their mean probability (fits=3)",
+                         dataclasses.replace(RECIPES["fulla5b5"][1], fits=3))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 
 @contextlib.contextmanager
-def scored_as(model: EncoderClassifier, head_vote: str, heads: int):
-    """Inside the block, ``model`` scores with ``head_vote`` and its first ``heads`` heads only."""
-    saved_vote, saved_heads = model.head_vote, model.extra_heads
+def scored_as(model: EncoderClassifier, head_vote: str, kept: int):
+    """Inside the block, ``model`` scores with ``head_vote`` and its first ``kept`` heads and fits only."""
+    saved = model.head_vote, model.extra_heads, model.extra_fits
     model.head_vote = head_vote
-    model.extra_heads = torch.nn.ModuleList(list(saved_heads)[: heads - 1])
+    model.extra_heads = torch.nn.ModuleList(list(saved[1])[: kept - 1])
+    model.extra_fits = torch.nn.ModuleList(list(saved[2])[: kept - 1])
     try:
         yield model
     finally:
-        model.head_vote, model.extra_heads = saved_vote, saved_heads
+        model.head_vote, model.extra_heads, model.extra_fits = saved
 
 
 def near_miss_rate(clips, predicted: np.ndarray) -> float | None:
@@ -350,19 +354,22 @@ def main() -> None:
              "near_miss_fp": near_miss_rate(test_clips, test_scores >= threshold),
              "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes,
              "final_fit_stage_seconds": final.stage_seconds, "recipe": key, "seed": seed})
-        if recipe.heads > 1:  # the same fit scored more ways: its first head alone (and two), its heads' other vote
+        # The same model scored more ways: its first head (fit) alone (and two), its heads' (fits') other vote.
+        unit, count = ("fit", recipe.fits) if recipe.fits > 1 else ("head", recipe.heads)
+        if count > 1:
             other = next(v for v in HEAD_VOTES if v != recipe.head_vote)
-            variants = [(":first", "its first head alone", recipe.head_vote, 1),
-                        *([(":two", "its first two heads", recipe.head_vote, 2)] if recipe.heads > 2 else []),
-                        (f":{other}", f"head_vote={other}", other, recipe.heads)]
+            variants = [(":first", f"its first {unit} alone", recipe.head_vote, 1),
+                        *([(":two", f"its first two {unit}s", recipe.head_vote, 2)] if count > 2 else []),
+                        (f":{other}", f"head_vote={other}", other, count)]
             for suffix, label, how, kept in variants:
                 with scored_as(final.model, how, kept):
                     variant = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
                                             recipe.eval_batch_size, threshold, phrase_offsets=final.phrase_offsets)
                 scores = np.array([r.score for r in variant])
                 keep_scores(f"{key}{suffix}:{seed}", scores)
-                names[key + suffix] = f"{names[key]} [{label}, the same fit]"
-                add({"approach": f"{name} [{label}, the same fit]", "cv_f1": None, "threshold": threshold,
+                label += ", the same model" if unit == "fit" else ", the same fit"
+                names[key + suffix] = f"{names[key]} [{label}]"
+                add({"approach": f"{name} [{label}]", "cv_f1": None, "threshold": threshold,
                      "test_f1": score(test.labels, (scores >= threshold).astype(int)).macro_f1,
                      "near_miss_fp": near_miss_rate(test_clips, scores >= threshold),
                      "localisation_s": localisation_error(dataset, test_clips, variant), "train_minutes": None,

@@ -474,6 +474,56 @@ def test_heads_after_stage_b_read_the_trained_encoder_and_the_first_is_the_one_h
     np.testing.assert_allclose([s.score for s in loaded.predict(audios)], from_cache, atol=2e-3)
 
 
+def test_fits_train_their_own_top_layers_from_the_same_encoder_and_score_with_their_mean(tiny_whisper, monkeypatch,
+                                                                                           tmp_path):
+    from heardet.approaches.finetune.train import encoder_states, head_scores, one_head
+
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(16)
+    examples = LabelledAudio.from_arrays(audios, labels, bounds)
+    one = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=8, encoder_lr=1e-2, head_lr=1e-3,
+                         dropout=0.0, max_seconds=2.0, device="cpu", frame_head="gru", top_layers=1, top_epochs=3)
+    three = dataclasses.replace(one, fits=3)
+    fitted = fit(examples, three, tiny_factory(tiny_whisper), progress=False)
+    single = fit(examples, one, tiny_factory(tiny_whisper), progress=False)
+    model = fitted.model
+    assert model.fits == 3 and model.heads == 1 and fitted.steps == 3 * (2 * 2 + 3 * 2)
+    assert set(fitted.stage_seconds) == {"encode", "head", "top"}
+    # the first fit is the one-fit model: its encoder and head trained exactly alike
+    for name, value in single.model.encoder.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[name], value)
+    base, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
+    # every fit's top layer started from the pretrained one and trained on its own; the layer beneath is shared
+    pretrained = base.encoder.layers[1].state_dict()
+    tops = [model.encoder.layers[1].state_dict(), *(f.layers[0].state_dict() for f in model.extra_fits)]
+    for k, top in enumerate(tops):
+        for j in range(k):
+            assert not torch.allclose(top["fc1.weight"], tops[j]["fc1.weight"]), f"fits {j} and {k} are one"
+        assert not torch.allclose(top["fc1.weight"], pretrained["fc1.weight"]), f"fit {k}'s top layer never trained"
+    for name, value in base.encoder.layers[0].state_dict().items():
+        torch.testing.assert_close(model.encoder.layers[0].state_dict()[name], value)
+    cached = encoder_states(base.with_head("frames", "all"), fe, examples, one, progress=False)
+    hidden, valid = pad_states(cached, model.device)
+    with torch.no_grad():
+        each = [single.model.classify_cached(hidden, valid, 1)[0][:, 1],
+                *(model._frames(model.rerun_top(hidden, valid, 1, f), valid, f.head, f.mix)[0]
+                  for f in model.extra_fits)]
+    probabilities = torch.sigmoid(torch.stack(each))
+    assert (probabilities.max(0).values - probabilities.min(0).values).max() > 1e-3, "the fits are not distinct"
+    from_cache, _ = head_scores(model, cached, examples.labels, top_layers=1)
+    np.testing.assert_allclose(from_cache, probabilities.mean(0), atol=1e-5)
+    # saved and loaded, the model runs the shared layer once and every fit's own top layer from audio
+    loaded = load_classifier(fitted.save(tmp_path / "clf", three))
+    assert loaded.model.fits == loaded.meta["fits"] == 3 and loaded.meta["fit_layers"] == 1
+    np.testing.assert_allclose([s.score for s in loaded.predict(audios)], from_cache, atol=2e-3)
+    assert one_head(three).fits == 1  # the folds and engine hold-outs train one fit
+    with pytest.raises(ValueError, match="add_fit needs a fit of the same kind"):
+        model.add_fit(model.fresh_head(), 1)
+    for bad in ({"top_layers": 0}, {"heads": 2}):
+        with pytest.raises(ValueError, match=r"FinetuneConfig\.fits=2 is invalid"):
+            dataclasses.replace(one, fits=2, **bad)
+
+
 def test_stage_b_settings_that_cannot_work_are_refused_naming_the_field(tiny_whisper):
     with pytest.raises(ValueError, match=r"FinetuneConfig.top_layers=1 is invalid.*layers='all'"):
         FinetuneConfig(model="tiny", layers="last", top_layers=1)

@@ -28,6 +28,15 @@ score near zero, so the lowest of their probabilities drops what only some of th
 head ever trains inside the model: the others are trained on their own and added with
 :meth:`EncoderClassifier.add_head`.
 
+``fits``: with stage (b), the model may also hold several whole fits: each trained from its own seed
+through stage (a) and stage (b), so each has its own copy of the encoder's top layers (and final layer
+norm), layer mix and frame head, on the lower layers they share. The shared layers run once; each fit's
+top layers run again from the shared layers' output, so a clip costs about one more encoder pass per
+fit. Their phrase probabilities make the clip's as several heads' do (``head_vote``), and their frame
+logits are averaged. Two stage (b) fits of different seeds differ more than two heads on one encoder
+(``benchmarks/quality.md``). Only the first fit ever trains inside the model: the others are trained
+as models of their own and added with :meth:`EncoderClassifier.add_fit`.
+
 ``center``: subtract each clip's mean state (over its valid frames, after the layer mix) from
 every frame before the head. What is constant across a clip (the voice, the speech engine, the
 channel) then drops out and the head sees how each frame differs from the rest of its clip, as
@@ -52,6 +61,7 @@ Training and cross-validation live in :mod:`heardet.approaches.finetune.train`. 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 from collections.abc import Sequence
@@ -75,9 +85,10 @@ logger = logging.getLogger(__name__)
 N_CLASSES = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "encoder_classifier.json"
-# 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``, 6 ``heads``, 7 ``head_vote``; a file of an
-# older version loads as: 1 mean pooling, 1-2 the last layer, 1-3 conv, 1-4 uncentred, 1-5 one head, 1-6 the heads' mean.
-FORMAT_VERSION = 7
+# 2 added ``pooling``, 3 ``layers``, 4 ``frame_head``, 5 ``center``, 6 ``heads``, 7 ``head_vote``, 8 ``fits`` and
+# ``fit_layers``; a file of an older version loads as: 1 mean pooling, 1-2 the last layer, 1-3 conv, 1-4 uncentred,
+# 1-5 one head, 1-6 the heads' mean, 1-7 one fit.
+FORMAT_VERSION = 8
 POOLINGS = ("frames", "mean")
 FRAME_HEADS = ("conv", "gru")
 LAYER_CHOICES = ("last", "all")
@@ -304,6 +315,18 @@ class Readout(nn.Module):
         self.mix = mix
 
 
+class TopFit(nn.Module):
+    """One more fit of an :class:`EncoderClassifier`: its own copy of the encoder's top layers and final layer
+    norm (as its stage (b) trained them), its layer mix (or None) and its frame head."""
+
+    def __init__(self, layers: nn.ModuleList, layer_norm: nn.Module, head: nn.Module, mix: nn.Module | None):
+        super().__init__()
+        self.layers = layers
+        self.layer_norm = layer_norm
+        self.head = head
+        self.mix = mix
+
+
 class EncoderClassifier(nn.Module):
     """Whisper encoder -> a frame head with soft-maximum pooling, or masked mean pooling -> ``Linear(d_model, 2)``.
 
@@ -318,12 +341,17 @@ class EncoderClassifier(nn.Module):
         heads: how many heads score the frames (``pooling="frames"``; see the module docstring). The first is
             ``head`` and ``mix``; the others, ``extra_heads``, start untrained here and are filled by loading saved
             weights (a model being trained gets them from :meth:`add_head`).
-        head_vote: ``mean`` or ``min``, how several heads' phrase probabilities make the clip's (see the module
-            docstring); :attr:`head_vote` may be set later, as training does once its heads are added.
+        head_vote: ``mean`` or ``min``, how several heads' (or fits') phrase probabilities make the clip's (see the
+            module docstring); :attr:`head_vote` may be set later, as training does once its heads are added.
+        fits: how many fits score the frames (``layers="all"``; see the module docstring). The first is this
+            model's own encoder and head; the others, ``extra_fits``, start as untrained copies here and are
+            filled by loading saved weights (a model being trained gets them from :meth:`add_fit`).
+        fit_layers: with ``fits > 1``, how many of the encoder's top layers each fit has of its own.
     """
 
     def __init__(self, encoder: nn.Module, dropout: float = 0.2, pooling: str = "mean", layers: str = "last",
-                 frame_head: str = "conv", center: bool = False, heads: int = 1, head_vote: str = "mean"):
+                 frame_head: str = "conv", center: bool = False, heads: int = 1, head_vote: str = "mean",
+                 fits: int = 1, fit_layers: int = 0):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -339,6 +367,11 @@ class EncoderClassifier(nn.Module):
             raise ValueError(f"heads must be an integer >= 1, and 1 with pooling='mean', got {heads!r}")
         if head_vote not in HEAD_VOTES:
             raise ValueError(f"head_vote must be one of {HEAD_VOTES}, got {head_vote!r}")
+        if not isinstance(fits, int) or fits < 1 or (fits > 1 and (pooling != "frames" or layers != "all" or not
+                                                                   1 <= fit_layers < len(encoder.layers))):
+            raise ValueError(f"fits must be an integer >= 1, and 1 unless pooling='frames', layers='all' and "
+                             f"fit_layers in [1, {len(encoder.layers) - 1}], got fits={fits!r}, "
+                             f"fit_layers={fit_layers!r}")
         self.encoder = encoder
         self.pooling = pooling
         self.layers = layers
@@ -355,11 +388,21 @@ class EncoderClassifier(nn.Module):
         self.extra_heads = nn.ModuleList(
             Readout(make_frame_head(frame_head, d_model, dropout),
                     LayerMix(len(encoder.layers), d_model) if layers == "all" else None) for _ in range(heads - 1))
+        self.fit_layers = fit_layers if fits > 1 else 0
+        self.extra_fits = nn.ModuleList(
+            TopFit(copy.deepcopy(encoder.layers[len(encoder.layers) - fit_layers :]), copy.deepcopy(encoder.layer_norm),
+                   make_frame_head(frame_head, d_model, dropout), LayerMix(len(encoder.layers), d_model))
+            for _ in range(fits - 1))
 
     @property
     def heads(self) -> int:
         """How many heads score the frames (the first, and :attr:`extra_heads`)."""
         return 1 + len(self.extra_heads)
+
+    @property
+    def fits(self) -> int:
+        """How many fits score the frames (the first, and :attr:`extra_fits`)."""
+        return 1 + len(self.extra_fits)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """What the first head trains: the head, and the layer mix when there is one (not :attr:`extra_heads`)."""
@@ -375,6 +418,27 @@ class EncoderClassifier(nn.Module):
         if self.pooling != "frames" or other.heads != 1:
             raise ValueError("add_head adds one frame-pooling head at a time")
         self.extra_heads.append(Readout(other.head, other.mix).to(self.device))
+
+    def add_fit(self, other: EncoderClassifier, top_layers: int) -> None:
+        """Score with ``other``'s fit too, from now on: its encoder's top ``top_layers`` layers and final layer norm,
+        its layer mix and its frame head join :attr:`extra_fits`; its lower layers are never run.
+
+        ``other`` must be a one-head, one-fit model of the same kind whose encoder is a copy of this one's below
+        those layers (stage (b) of another seed, started from the same encoder), the same ``top_layers`` as the
+        fits already added.
+        """
+        total = len(self.encoder.layers)
+        if other.encoder is self.encoder or other.head_kind != self.head_kind or self.layers != "all":
+            raise ValueError(f"add_fit needs a fit of the same kind {self.head_kind} (layers='all') on its own "
+                             "copy of this model's encoder")
+        if other.heads != 1 or other.fits != 1:
+            raise ValueError("add_fit adds one fit of one head at a time")
+        if not 1 <= top_layers < total or (self.extra_fits and top_layers != self.fit_layers):
+            raise ValueError(f"add_fit: top_layers must be in [1, {total - 1}] and the same for every fit "
+                             f"({self.fit_layers or 'none yet'}), got {top_layers!r}")
+        self.fit_layers = top_layers
+        self.extra_fits.append(TopFit(nn.ModuleList(other.encoder.layers[total - top_layers :]),
+                                      other.encoder.layer_norm, other.head, other.mix).to(self.device))
 
     @classmethod
     def from_pretrained(cls, name_or_bundle: Any, dropout: float = 0.2, device: str = "cpu",
@@ -402,9 +466,10 @@ class EncoderClassifier(nn.Module):
             return self
         return EncoderClassifier(self.encoder, self.dropout.p, pooling, layers, frame_head, center).to(self.device)
 
-    def fresh_head(self) -> EncoderClassifier:
-        """This encoder with a new, untrained head of the same kind (one head), for :meth:`add_head` once trained."""
-        fresh = EncoderClassifier(self.encoder, self.dropout.p, *self.head_kind).to(self.device)
+    def fresh_head(self, encoder: nn.Module | None = None) -> EncoderClassifier:
+        """This encoder (or ``encoder``, a copy of it for another fit) with a new, untrained head of the same kind
+        (one head), for :meth:`add_head` (:meth:`add_fit`) once trained."""
+        fresh = EncoderClassifier(encoder or self.encoder, self.dropout.p, *self.head_kind).to(self.device)
         fresh.channel_dropout.p = self.channel_dropout.p
         fresh.style_mix.p = self.style_mix.p
         return fresh
@@ -461,16 +526,20 @@ class EncoderClassifier(nn.Module):
         return [p for layer in self.encoder.layers[len(self.encoder.layers) - n :] for p in layer.parameters()] + \
             list(self.encoder.layer_norm.parameters())
 
-    def rerun_top(self, stacked: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Tensor:
+    def rerun_top(self, stacked: torch.Tensor, valid: torch.Tensor, n: int,
+                  fit: TopFit | None = None) -> torch.Tensor:
         """Every layer's output as :meth:`encode` gives it (``layers="all"``), with the top ``n`` layers run
         again, and so trainable, from cached states ``[batch, layers, frames, d_model]`` of the layer beneath.
 
         This is stage (b) of training on a CPU: the lower layers' outputs come from the feature cache
         and only the top ``n`` layers run, forward and backward. Inference runs the whole encoder
-        from audio (:meth:`encode`), which computes the same thing.
+        from audio (:meth:`encode`), which computes the same thing. With ``fit`` (one of
+        :attr:`extra_fits`), that fit's own top layers and layer norm run instead of the encoder's.
         """
         enc = self.encoder
         total = len(enc.layers)
+        top_layers, layer_norm = (enc.layers[total - n :], enc.layer_norm) if fit is None else \
+            (fit.layers, fit.layer_norm)
         if self.mix is None:
             raise ValueError("rerun_top needs every layer's cached output (layers='all')")
         if not 1 <= n < total:
@@ -478,23 +547,28 @@ class EncoderClassifier(nn.Module):
         x = stacked[:, total - n - 1]
         attn_mask = key_mask(valid, x.dtype)
         outputs = list(stacked.unbind(dim=1))[: total - n]
-        for layer in enc.layers[total - n :]:
+        if len(top_layers) != n:
+            raise ValueError(f"this fit has {len(top_layers)} top layers of its own, not {n}")
+        for layer in top_layers:
             x = layer(x, attn_mask)
             outputs.append(x)
-        outputs[-1] = enc.layer_norm(x)
+        outputs[-1] = layer_norm(x)
         return torch.stack(outputs, dim=1)
 
     def classify(self, hidden: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class logits ``[batch, 2]`` from encoder states (index 1 = the phrase is said), and the
         frame logits ``[batch, frames]`` (None for mean pooling). Cached states come in here too.
 
-        With several heads, the clip's phrase probability is the mean of theirs or the lowest (:attr:`head_vote`),
-        and the frame logits the mean of theirs."""
+        With several heads or fits, the clip's phrase probability is the mean of theirs or the lowest
+        (:attr:`head_vote`), and the frame logits the mean of theirs. Each of :attr:`extra_fits` reads ``hidden``
+        with its own top layers run again from the shared layers' output (:meth:`rerun_top`)."""
         if self.pooling == "mean":
             return self.head(self.dropout(masked_mean(self._features(hidden, valid, self.mix), valid))), None
         clip, frames = self._frames(hidden, valid, self.head, self.mix)
-        if self.extra_heads:
-            scored = [(clip, frames), *(self._frames(hidden, valid, r.head, r.mix) for r in self.extra_heads)]
+        if self.extra_heads or self.extra_fits:
+            scored = [(clip, frames), *(self._frames(hidden, valid, r.head, r.mix) for r in self.extra_heads),
+                      *(self._frames(self.rerun_top(hidden, valid, self.fit_layers, f), valid, f.head, f.mix)
+                        for f in self.extra_fits)]
             probabilities = torch.stack([torch.sigmoid(c.float()) for c, _ in scored])
             if self.head_vote not in HEAD_VOTES:  # an attribute, so checked where it is used too
                 raise ValueError(f"head_vote must be one of {HEAD_VOTES}, got {self.head_vote!r}")
@@ -745,6 +819,8 @@ def save_classifier(model: EncoderClassifier, feature_extractor: WhisperFeatureE
         "center": model.center,
         "heads": model.heads,
         "head_vote": model.head_vote,
+        "fits": model.fits,
+        "fit_layers": model.fit_layers,
         "n_classes": N_CLASSES,
         "threshold": float(threshold),
         "max_seconds": float(max_seconds),
@@ -782,7 +858,8 @@ def load_classifier(directory: str | Path, device: str = "cpu") -> LoadedClassif
     encoder = WhisperEncoder(WhisperConfig.from_dict(meta["encoder_config"]))
     model = EncoderClassifier(encoder, meta["dropout"], meta.get("pooling", "mean"), meta.get("layers", "last"),
                               meta.get("frame_head", "conv"), bool(meta.get("center", False)),
-                              int(meta.get("heads", 1)), meta.get("head_vote", "mean"))
+                              int(meta.get("heads", 1)), meta.get("head_vote", "mean"), int(meta.get("fits", 1)),
+                              int(meta.get("fit_layers", 0)))
     model.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
     model.to(torch_device(device)).eval()
     feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root))

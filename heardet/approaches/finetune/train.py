@@ -152,6 +152,13 @@ class FinetuneConfig:
         head_vote: how several heads' phrase probabilities make the clip's: ``mean``, their mean, or ``min``, the
             lowest of them, so that a clip is called only when every head calls it. Heads of different seeds
             call the phrase alike but each flags a few near misses of its own (``benchmarks/quality.md``).
+        fits: with stage (b) (``top_layers > 0``) and one head, this many whole fits train one after the other, the
+            first with ``seed``, the others with ``seed + 1``, ``seed + 2``…, each through stage (a) and stage (b)
+            from the same pretrained encoder, so each ends with top layers of its own; the model scores with all of
+            them as with several heads (``head_vote``) (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_fit`).
+            Each costs one fit's training time, and scoring a clip costs about one more encoder pass per fit (its
+            top layers run again). The cross-validation folds and leave-one-engine-out fits train one fit each
+            (:func:`one_head`).
         average_epochs: stage (a) ends with each head's weights (and the layer mix's) set to their mean over the
             ends of its last ``average_epochs`` epochs instead of their last values (0 = off): an average of the
             heads a run passes through, which a seed's luck sways less. It costs no training time.
@@ -211,6 +218,9 @@ class FinetuneConfig:
                          "Frame heads trained with successive seeds on cached encoder states; head_vote combines them.")
     head_vote: str = setting("mean", " or ".join(repr(v) for v in HEAD_VOTES), one_of(*HEAD_VOTES),
                              "heads > 1: mean, the heads' mean probability; min, the lowest (every head must call it)")
+    fits: int = setting(1, "an integer >= 1", is_int(1),
+                        "Stage (b): whole fits (their own top layers and head) from successive seeds; head_vote "
+                        "combines them.")
     average_epochs: int = setting(0, "an integer >= 0 (0 = off)", is_int(0),
                                   "Stage (a)'s head ends as the mean of its weights at its last N epochs' ends.")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
@@ -242,6 +252,9 @@ class FinetuneConfig:
             "heads": (self.heads == 1 or (self.pooling == "frames" and self.cached),
                       "1, or with pooling='frames' and cached states (encoder_lr=0, or top_layers > 0): the heads "
                       "share one encoder's states"),
+            "fits": (self.fits == 1 or (self.top_layers > 0 and self.heads == 1 and self.pooling == "frames"),
+                     "1, or with top_layers > 0 (stage (b)), heads=1 and pooling='frames': each fit is one head "
+                     "on top layers of its own"),
             "average_epochs": (self.average_epochs <= self.epochs and (self.average_epochs == 0 or self.cached),
                                f"0, or at most epochs ({self.epochs}) with cached states (encoder_lr=0, or "
                                "top_layers > 0): the average is of stage (a)'s heads"),
@@ -472,7 +485,7 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
                fold: int | None = None, progress: bool = True, on_step: StepCallback | None = None,
                top_layers: int = 0, first_step: int = 0,
                outside: Sequence[np.ndarray | None] | None = None, head: int = 0,
-               weights: np.ndarray | None = None) -> int:
+               weights: np.ndarray | None = None, fit: int = 0) -> int:
     """Train ``model`` in place on cached encoder ``states``; returns the steps taken.
 
     With ``top_layers=0`` this is stage (a): only the head (and layer mix) trains, at ``head_lr``,
@@ -480,7 +493,8 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     the cached states (:meth:`EncoderClassifier.rerun_top`) and train at ``encoder_lr`` together
     with the head, for ``top_epochs``. ``first_step`` numbers the steps on from an earlier stage.
     ``outside`` (:func:`outside_frames`, one per state) adds ``config.outside_weight`` times the loss on
-    the positives' frames away from their phrase. ``head`` numbers the head in the progress bar (of ``config.heads``).
+    the positives' frames away from their phrase. ``head`` numbers the head in the progress bar (of ``config.heads``),
+    ``fit`` the fit (of ``config.fits``).
     ``weights`` (:func:`clip_weights`, one per state) weigh each clip's loss. With ``config.average_epochs``, stage
     (a)'s trained weights end as their mean over the ends of the last that many epochs.
     """
@@ -505,6 +519,8 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     total: list[torch.Tensor] = []
     stage = f"top {top_layers} layers" if top_layers else "head" if config.heads == 1 else \
         f"head {head + 1} of {config.heads}"
+    if config.fits > 1:
+        stage = f"fit {fit + 1} of {config.fits}, {stage}"
     desc = f"fold {fold} ({stage})" if fold is not None else f"final fit ({stage})"
     with tqdm(total=epochs * math.ceil(n / config.batch_size), desc=desc, unit="step",
               disable=not progress, leave=fold is None) as bar:
@@ -558,7 +574,12 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
     With ``config.heads > 1``, that many heads train one after the other, each from its own seed, and ``model``
     scores with them all (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_head`). The first trains
     through stage (a) and stage (b); the others train as stage (a) heads after stage (b), on the states of the
-    encoder it left (:func:`rerun_states`), since they score what that encoder outputs."""
+    encoder it left (:func:`rerun_states`), since they score what that encoder outputs.
+
+    With ``config.fits > 1``, that many fits train one after the other, each from its own seed through both
+    stages on its own copy of the encoder as it was before stage (b), and ``model`` scores with them all
+    (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_fit`)."""
+    pristine = copy.deepcopy(model.encoder) if config.fits > 1 else None  # before stage (b) trains its top layers
     started = time.perf_counter()
     steps = train_head(model, states, labels, config, fold, progress, on_step, outside=outside, weights=weights)
     seconds = {"head": time.perf_counter() - started}
@@ -581,6 +602,16 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
                                 progress, on_step, first_step=steps, outside=outside, head=k, weights=weights)
             model.add_head(other)
         seconds["head"] += time.perf_counter() - started
+    for k in range(1, config.fits):
+        torch.manual_seed(config.seed + k)  # the fit's initial head weights
+        other = model.fresh_head(copy.deepcopy(pristine))
+        seeded = dataclasses.replace(config, seed=config.seed + k)
+        for top_layers, key in ((0, "head"), (config.top_layers, "top")):
+            started = time.perf_counter()
+            steps += train_head(other, states, labels, seeded, fold, progress, on_step, top_layers, steps, outside,
+                                weights=weights, fit=k)
+            seconds[key] += time.perf_counter() - started
+        model.add_fit(other, config.top_layers)
     return steps, seconds
 
 
@@ -709,12 +740,13 @@ def _base_model(config: FinetuneConfig,
 
 
 def one_head(config: FinetuneConfig) -> FinetuneConfig:
-    """``config`` with one frame head: what the cross-validation folds and leave-one-engine-out fits train.
+    """``config`` with one frame head and one fit: what the cross-validation folds and leave-one-engine-out fits train.
 
-    Their job is to estimate how one recipe does on clips it did not see; the final model's extra heads
-    (``FinetuneConfig.heads``) average out the seed's noise in its decisions and would multiply those fits'
-    minutes for it. The folds' out-of-fold scores thus stand for one head, a little below the mean of several."""
-    return dataclasses.replace(config, heads=1)
+    Their job is to estimate how one recipe does on clips it did not see; the final model's extra heads and fits
+    (``FinetuneConfig.heads``, ``FinetuneConfig.fits``) average out the seed's noise in its decisions and would
+    multiply those fits' minutes for it. The folds' out-of-fold scores thus stand for one head, a little below the
+    mean of several."""
+    return dataclasses.replace(config, heads=1, fits=1)
 
 
 @dataclass
