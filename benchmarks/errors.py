@@ -11,8 +11,12 @@ the augmentation it went through and the columns that get it right, and with ``-
 approach's transcriber and its transcript cache) hears in it and whether the rule fires: errors every
 model shares point at the audio or the encoder rather than at one recipe.
 
+``--mean COLUMNS`` also breaks down the mean of those score columns (comma-separated, as this script names
+them; ``all`` for every one): the clip's mean probability over several fits, which is how a model of several
+fits of one recipe scores it (``FinetuneConfig.fits``), from fits already scored one by one.
+
     python benchmarks/errors.py DATA SCORES.csv [MORE.csv ...] [--threshold 0.5] [--voices 10]
-                                [--shared K] [--transcribe] [--whisper whisper-base]
+                                [--shared K] [--mean COLUMNS] [--transcribe] [--whisper whisper-base]
 """
 
 from __future__ import annotations
@@ -159,6 +163,8 @@ def main() -> None:
     parser.add_argument("--shared", type=int, default=0,
                         help="list the clips at least K score columns get wrong (0 = all of them; with one column, "
                              "its errors); only with two or more columns unless given")
+    parser.add_argument("--mean", default="",
+                        help="also break down the mean of these score columns (comma-separated, or 'all')")
     parser.add_argument("--transcribe", action="store_true",
                         help="add what Whisper hears in each listed clip and whether the rule fires on it")
     parser.add_argument("--whisper", default="whisper-base", help="the Whisper --transcribe uses")
@@ -177,6 +183,14 @@ def main() -> None:
         if not np.isfinite(clips[column]).all():
             raise SystemExit(f"score column {column!r} has empty or non-numeric scores (one row per clip expected)")
         print(breakdown(clips, column, args.threshold, args.voices))
+    if args.mean:
+        blended = columns if args.mean == "all" else args.mean.split(",")
+        unknown = sorted(set(blended) - set(columns))
+        if unknown or len(blended) < 2:
+            raise SystemExit(f"--mean: expected two or more of the score columns {columns}, got {blended}"
+                             f"{f' ({unknown} are not among them)' if unknown else ''}")
+        name = f"mean of {', '.join(blended)}"
+        print(breakdown(clips.assign(**{name: clips[blended].mean(axis=1)}), name, args.threshold, args.voices))
     if len(columns) > 1 or args.shared or args.transcribe:
         at_least = args.shared or len(columns)
         wrong = columns_wrong(clips, columns, args.threshold)

@@ -4,14 +4,18 @@ Measures, for Whisper MODEL's encoder classifier on clips from DATA:
 - one training step (forward + backward + Adam, batch 4) on content-sized batches vs. the
   same clips zero-padded to 30 s (what the stock WhisperEncoder requires);
 - inference speed (× real time) over the test clips both ways;
-- peak resident memory of the process.
+- peak resident memory of the process;
+- with ``--fits N``, inference speed of the frame model (GRU head on every layer's output) with one fit and
+  with N fits of ``--fit-layers`` top layers each (``FinetuneConfig.fits``), over the same clips: the
+  weights are untrained, which costs what trained ones do.
 
-    python benchmarks/finetune_speed.py data --model whisper-base --clips 40
+    python benchmarks/finetune_speed.py data --model whisper-base --clips 40 [--fits 3 --fit-layers 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -55,6 +59,8 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("--model", default="whisper-base")
     parser.add_argument("--clips", type=int, default=40, help="test clips scored each way")
+    parser.add_argument("--fits", type=int, default=1, help="also time the frame model with one fit and with N")
+    parser.add_argument("--fit-layers", type=int, default=5, help="top encoder layers each fit has of its own")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/finetune_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -73,6 +79,15 @@ def main() -> None:
         seconds = time.perf_counter() - start
         result[f"infer_x_real_time_{name}"] = round(audio_s / seconds, 2)
         result[f"infer_s_per_clip_{name}"] = round(seconds / len(audios), 3)
+    if args.fits > 1:
+        frames = model.with_head("frames", "all", "gru").eval()
+        for n in (1, args.fits):
+            while frames.fits < n:
+                frames.add_fit(frames.fresh_head(copy.deepcopy(frames.encoder)), args.fit_layers)
+            start = time.perf_counter()
+            predict_audio(frames, fe, test, max_seconds=10.0, batch_size=8)
+            result[f"infer_x_real_time_frames_{n}_fits"] = round(audio_s / (time.perf_counter() - start), 2)
+        result["fit_layers"] = args.fit_layers
     result["speedup_train"] = round(result["step_s_padded_30s"] / result["step_s_content"], 2)
     result["speedup_infer"] = round(result["infer_x_real_time_content"] / result["infer_x_real_time_padded_30s"], 2)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

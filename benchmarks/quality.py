@@ -10,8 +10,9 @@ all call a clip (``head_vote=min``), ``fulla5m3``, and ``fulla5`` with clips tra
 (``style_mix``), ``fulla5s``, and with near misses weighted twice in the loss (``hard_negative_weight``), ``fulla5h2``, and followed by stage b on
 the top layer, ``fulla5b1``, or on the top five, ``fulla5b5``, and that with two more heads trained on the states of
 the encoder stage b left, all three calling a clip (``head_vote=min``), ``fulla5b5m3``, or with near misses weighted
-twice in both stages, ``fulla5b5h2``, and three whole ``fulla5b5`` fits, each with top layers of its own, ``fulla5b5f3``; ``a`` and ``full`` with each
-training positive's frames away from its phrase also trained as "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
+twice in both stages, ``fulla5b5h2``, and three whole ``fulla5b5`` fits, each with top layers of its own,
+``fulla5b5f3``; ``a`` and ``full`` with each training positive's frames away from its phrase also trained as
+"no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
 ``--only`` picks fine-tune rows.

@@ -469,7 +469,8 @@ class EncoderClassifier(nn.Module):
     def fresh_head(self, encoder: nn.Module | None = None) -> EncoderClassifier:
         """This encoder (or ``encoder``, a copy of it for another fit) with a new, untrained head of the same kind
         (one head), for :meth:`add_head` (:meth:`add_fit`) once trained."""
-        fresh = EncoderClassifier(encoder or self.encoder, self.dropout.p, *self.head_kind).to(self.device)
+        encoder = self.encoder if encoder is None else encoder
+        fresh = EncoderClassifier(encoder, self.dropout.p, *self.head_kind).to(self.device)
         fresh.channel_dropout.p = self.channel_dropout.p
         fresh.style_mix.p = self.style_mix.p
         return fresh

@@ -155,7 +155,8 @@ class FinetuneConfig:
         fits: with stage (b) (``top_layers > 0``) and one head, this many whole fits train one after the other, the
             first with ``seed``, the others with ``seed + 1``, ``seed + 2``…, each through stage (a) and stage (b)
             from the same pretrained encoder, so each ends with top layers of its own; the model scores with all of
-            them as with several heads (``head_vote``) (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_fit`).
+            them as with several heads, combined by ``head_vote``
+            (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_fit`).
             Each costs one fit's training time, and scoring a clip costs about one more encoder pass per fit (its
             top layers run again). The cross-validation folds and leave-one-engine-out fits train one fit each
             (:func:`one_head`).
