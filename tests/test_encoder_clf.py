@@ -433,15 +433,20 @@ def test_stage_b_trains_only_the_top_layers_from_cached_states_and_the_saved_mod
     np.testing.assert_allclose(from_audio, from_cache, atol=2e-3)
 
 
+def stage_b_clips(monkeypatch, tmp_path) -> tuple[list[np.ndarray], LabelledAudio, FinetuneConfig]:
+    """16 clips, the feature cache in ``tmp_path`` and a one-head recipe of stage (b) on the tiny model's top layer."""
+    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
+    audios, labels, bounds = make_clips(16)
+    one = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=8, encoder_lr=1e-2, head_lr=1e-3,
+                         dropout=0.0, max_seconds=2.0, device="cpu", frame_head="gru", top_layers=1, top_epochs=3)
+    return audios, LabelledAudio.from_arrays(audios, labels, bounds), one
+
+
 def test_heads_after_stage_b_read_the_trained_encoder_and_the_first_is_the_one_head_model(tiny_whisper, monkeypatch,
                                                                                             tmp_path):
     from heardet.approaches.finetune.train import encoder_states, head_scores, rerun_states
 
-    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
-    audios, labels, bounds = make_clips(16)
-    examples = LabelledAudio.from_arrays(audios, labels, bounds)
-    one = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=8, encoder_lr=1e-2, head_lr=1e-3,
-                         dropout=0.0, max_seconds=2.0, device="cpu", frame_head="gru", top_layers=1, top_epochs=3)
+    audios, examples, one = stage_b_clips(monkeypatch, tmp_path)
     three = dataclasses.replace(one, heads=3, head_vote="min")
     fitted = fit(examples, three, tiny_factory(tiny_whisper), progress=False)
     single = fit(examples, one, tiny_factory(tiny_whisper), progress=False)
@@ -478,11 +483,7 @@ def test_fits_train_their_own_top_layers_from_the_same_encoder_and_score_with_th
                                                                                            tmp_path):
     from heardet.approaches.finetune.train import encoder_states, head_scores, one_head
 
-    monkeypatch.setenv("HEARDET_CACHE", str(tmp_path / "cache"))
-    audios, labels, bounds = make_clips(16)
-    examples = LabelledAudio.from_arrays(audios, labels, bounds)
-    one = FinetuneConfig(model="tiny", n_folds=2, epochs=2, batch_size=8, encoder_lr=1e-2, head_lr=1e-3,
-                         dropout=0.0, max_seconds=2.0, device="cpu", frame_head="gru", top_layers=1, top_epochs=3)
+    audios, examples, one = stage_b_clips(monkeypatch, tmp_path)
     three = dataclasses.replace(one, fits=3)
     fitted = fit(examples, three, tiny_factory(tiny_whisper), progress=False)
     single = fit(examples, one, tiny_factory(tiny_whisper), progress=False)
