@@ -356,7 +356,8 @@ def main() -> None:
              "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes,
              "final_fit_stage_seconds": final.stage_seconds, "recipe": key, "seed": seed})
         # The same model scored more ways: its first head (fit) alone (and two), its heads' (fits') other vote.
-        unit, count = ("fit", recipe.fits) if recipe.fits > 1 else ("head", recipe.heads)
+        unit, count, same = ("fit", recipe.fits, "the same model") if recipe.fits > 1 else \
+            ("head", recipe.heads, "the same fit")
         if count > 1:
             other = next(v for v in HEAD_VOTES if v != recipe.head_vote)
             variants = [(":first", f"its first {unit} alone", recipe.head_vote, 1),
@@ -368,9 +369,8 @@ def main() -> None:
                                             recipe.eval_batch_size, threshold, phrase_offsets=final.phrase_offsets)
                 scores = np.array([r.score for r in variant])
                 keep_scores(f"{key}{suffix}:{seed}", scores)
-                label += ", the same model" if unit == "fit" else ", the same fit"
-                names[key + suffix] = f"{names[key]} [{label}]"
-                add({"approach": f"{name} [{label}]", "cv_f1": None, "threshold": threshold,
+                names[key + suffix] = f"{names[key]} [{label}, {same}]"
+                add({"approach": f"{name} [{label}, {same}]", "cv_f1": None, "threshold": threshold,
                      "test_f1": score(test.labels, (scores >= threshold).astype(int)).macro_f1,
                      "near_miss_fp": near_miss_rate(test_clips, scores >= threshold),
                      "localisation_s": localisation_error(dataset, test_clips, variant), "train_minutes": None,

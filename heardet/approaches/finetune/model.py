@@ -388,7 +388,6 @@ class EncoderClassifier(nn.Module):
         self.extra_heads = nn.ModuleList(
             Readout(make_frame_head(frame_head, d_model, dropout),
                     LayerMix(len(encoder.layers), d_model) if layers == "all" else None) for _ in range(heads - 1))
-        self.fit_layers = fit_layers if fits > 1 else 0
         self.extra_fits = nn.ModuleList(
             TopFit(copy.deepcopy(encoder.layers[len(encoder.layers) - fit_layers :]), copy.deepcopy(encoder.layer_norm),
                    make_frame_head(frame_head, d_model, dropout), LayerMix(len(encoder.layers), d_model))
@@ -403,6 +402,11 @@ class EncoderClassifier(nn.Module):
     def fits(self) -> int:
         """How many fits score the frames (the first, and :attr:`extra_fits`)."""
         return 1 + len(self.extra_fits)
+
+    @property
+    def fit_layers(self) -> int:
+        """How many top layers each of :attr:`extra_fits` has of its own (0 with one fit)."""
+        return len(self.extra_fits[0].layers) if self.extra_fits else 0
 
     def head_parameters(self) -> list[nn.Parameter]:
         """What the first head trains: the head, and the layer mix when there is one (not :attr:`extra_heads`)."""
@@ -436,7 +440,6 @@ class EncoderClassifier(nn.Module):
         if not 1 <= top_layers < total or (self.extra_fits and top_layers != self.fit_layers):
             raise ValueError(f"add_fit: top_layers must be in [1, {total - 1}] and the same for every fit "
                              f"({self.fit_layers or 'none yet'}), got {top_layers!r}")
-        self.fit_layers = top_layers
         self.extra_fits.append(TopFit(nn.ModuleList(other.encoder.layers[total - top_layers :]),
                                       other.encoder.layer_norm, other.head, other.mix).to(self.device))
 
@@ -539,6 +542,8 @@ class EncoderClassifier(nn.Module):
         """
         enc = self.encoder
         total = len(enc.layers)
+        if fit is not None and len(fit.layers) != n:
+            raise ValueError(f"this fit has {len(fit.layers)} top layers of its own, not {n}")
         top_layers, layer_norm = (enc.layers[total - n :], enc.layer_norm) if fit is None else \
             (fit.layers, fit.layer_norm)
         if self.mix is None:
@@ -548,8 +553,6 @@ class EncoderClassifier(nn.Module):
         x = stacked[:, total - n - 1]
         attn_mask = key_mask(valid, x.dtype)
         outputs = list(stacked.unbind(dim=1))[: total - n]
-        if len(top_layers) != n:
-            raise ValueError(f"this fit has {len(top_layers)} top layers of its own, not {n}")
         for layer in top_layers:
             x = layer(x, attn_mask)
             outputs.append(x)
