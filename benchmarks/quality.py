@@ -11,7 +11,7 @@ all call a clip (``head_vote=min``), ``fulla5m3``, and ``fulla5`` with clips tra
 the top layer, ``fulla5b1``, or on the top five, ``fulla5b5``, and that with two more heads trained on the states of
 the encoder stage b left, all three calling a clip (``head_vote=min``), ``fulla5b5m3``, or with near misses weighted
 twice in both stages, ``fulla5b5h2``, and three whole ``fulla5b5`` fits, each with top layers of its own,
-``fulla5b5f3``; ``a`` and ``full`` with each training positive's frames away from its phrase also trained as
+``fulla5b5f3``, and those three with the first one's stage (a) head, ``fulla5b5f3s``; ``a`` and ``full`` with each training positive's frames away from its phrase also trained as
 "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
@@ -139,6 +139,9 @@ RECIPES["fulla5b5h2"] = ("3 the fulla5b5 row, near-miss negatives weighted twice
 RECIPES["fulla5b5f3"] = ("3 three fits of the fulla5b5 row (seeds N, N+1, N+2), each through both stages with top "
                          "layers of its own, scoring with their mean probability (fits=3)",
                          dataclasses.replace(RECIPES["fulla5b5"][1], fits=3))
+RECIPES["fulla5b5f3s"] = ("3 the fulla5b5f3 row with one stage (a) head: the three fits' stage (b) runs (seeds N, N+1, "
+                          "N+2) all start from a copy of the first fit's (fit_stage_a=shared)",
+                          dataclasses.replace(RECIPES["fulla5b5"][1], fits=3, fit_stage_a="shared"))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 

@@ -525,6 +525,43 @@ def test_fits_train_their_own_top_layers_from_the_same_encoder_and_score_with_th
             dataclasses.replace(one, fits=2, **bad)
 
 
+def test_fits_with_a_shared_stage_a_train_it_once_and_start_each_stage_b_from_its_head(tiny_whisper, monkeypatch,
+                                                                                      tmp_path):
+    from heardet.approaches.finetune import train
+
+    audios, examples, one = stage_b_clips(monkeypatch, tmp_path)
+    shared = dataclasses.replace(one, fits=3, fit_stage_a="shared")
+    runs = []  # each train_head call: its stage, fit, and the head and top layer it started from
+    real = train.train_head
+
+    def recording(model, *args, **kwargs):
+        top_layers = args[6] if len(args) > 6 else kwargs.get("top_layers", 0)
+        runs.append((top_layers, kwargs.get("fit", 0), {k: v.clone() for k, v in model.head.state_dict().items()},
+                     model.encoder.layers[1].state_dict()["fc1.weight"].clone()))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_head", recording)
+    fitted = fit(examples, shared, tiny_factory(tiny_whisper), progress=False)
+    model = fitted.model
+    assert model.fits == 3 and fitted.steps == 2 * 2 + 3 * 3 * 2  # one stage (a), three stage (b) runs
+    assert [(top, k) for top, k, *_ in runs] == [(0, 0), (1, 0), (1, 1), (1, 2)]
+    pretrained = tiny_factory(tiny_whisper)("tiny", 0.0)[0].encoder.layers[1].state_dict()["fc1.weight"]
+    for _, k, head, top in runs[1:]:  # every stage (b) starts from the first fit's stage (a) head and the pretrained top
+        for name, value in runs[1][2].items():
+            torch.testing.assert_close(head[name], value, msg=f"fit {k}'s stage (b) started from another head")
+        torch.testing.assert_close(top, pretrained)
+    tops = [model.encoder.layers[1].state_dict()["fc1.weight"], *(f.layers[0].state_dict()["fc1.weight"]
+                                                                  for f in model.extra_fits)]
+    assert not any(torch.allclose(tops[j], tops[k]) for k in range(3) for j in range(k)), "two fits are one"
+    base, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
+    cached = train.encoder_states(base.with_head("frames", "all"), fe, examples, one, progress=False)
+    from_cache, _ = train.head_scores(model, cached, examples.labels, top_layers=1)
+    loaded = load_classifier(fitted.save(tmp_path / "clf", shared))
+    np.testing.assert_allclose([s.score for s in loaded.predict(audios)], from_cache, atol=2e-3)
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.fit_stage_a='shared' is invalid; allowed: 'own', or"):
+        dataclasses.replace(one, fit_stage_a="shared")
+
+
 def test_stage_b_settings_that_cannot_work_are_refused_naming_the_field(tiny_whisper):
     with pytest.raises(ValueError, match=r"FinetuneConfig.top_layers=1 is invalid.*layers='all'"):
         FinetuneConfig(model="tiny", layers="last", top_layers=1)

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REFIT_MODES = ("all", "best_fold")
+FIT_STAGE_A = ("own", "shared")  # where each extra fit's stage (b) starts (FinetuneConfig.fit_stage_a)
 MAX_SHIFT_S = 0.5  # augmentation: up to this much leading silence, seconds
 OUTSIDE_MARGIN_S = 0.2  # FinetuneConfig.outside_weight: frames this close to a phrase's bounds are not "outside"
 
@@ -160,6 +161,10 @@ class FinetuneConfig:
             Each costs one fit's training time, and scoring a clip costs about one more encoder pass per fit (its
             top layers run again). The cross-validation folds and leave-one-engine-out fits train one fit each
             (:func:`one_head`).
+        fit_stage_a: with ``fits > 1``, where each fit's stage (b) starts: ``own``, a stage (a) head of its own
+            seed; ``shared``, a copy of the first fit's stage (a) head (before its stage (b)), so that only stage
+            (b) trains again per fit, from its own seed (batch order, dropout): one stage (a) in all instead of
+            ``fits``.
         average_epochs: stage (a) ends with each head's weights (and the layer mix's) set to their mean over the
             ends of its last ``average_epochs`` epochs instead of their last values (0 = off): an average of the
             heads a run passes through, which a seed's luck sways less. It costs no training time.
@@ -222,6 +227,9 @@ class FinetuneConfig:
     fits: int = setting(1, "an integer >= 1", is_int(1),
                         "Stage (b): whole fits (their own top layers and head) from successive seeds; head_vote "
                         "combines them.")
+    fit_stage_a: str = setting("own", " or ".join(repr(m) for m in FIT_STAGE_A), one_of(*FIT_STAGE_A),
+                               "fits > 1: own, each fit's stage (b) starts from a stage (a) head of its own seed; "
+                               "shared, from a copy of the first fit's")
     average_epochs: int = setting(0, "an integer >= 0 (0 = off)", is_int(0),
                                   "Stage (a)'s head ends as the mean of its weights at its last N epochs' ends.")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
@@ -256,6 +264,8 @@ class FinetuneConfig:
             "fits": (self.fits == 1 or (self.top_layers > 0 and self.heads == 1 and self.pooling == "frames"),
                      "1, or with top_layers > 0 (stage (b)), heads=1 and pooling='frames': each fit is one head "
                      "on top layers of its own"),
+            "fit_stage_a": (self.fit_stage_a == "own" or self.fits > 1,
+                            "'own', or 'shared' with fits > 1 (the fits share the first fit's stage (a) head)"),
             "average_epochs": (self.average_epochs <= self.epochs and (self.average_epochs == 0 or self.cached),
                                f"0, or at most epochs ({self.epochs}) with cached states (encoder_lr=0, or "
                                "top_layers > 0): the average is of stage (a)'s heads"),
@@ -579,11 +589,15 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
 
     With ``config.fits > 1``, that many fits train one after the other, each from its own seed through both
     stages on its own copy of the encoder as it was before stage (b), and ``model`` scores with them all
-    (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_fit`)."""
-    pristine = copy.deepcopy(model.encoder) if config.fits > 1 else None  # before stage (b) trains its top layers
+    (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_fit`). With ``config.fit_stage_a="shared"``
+    the fits after the first start stage (b) from a copy of the first fit's stage (a) head instead of training
+    their own."""
+    shared = config.fits > 1 and config.fit_stage_a == "shared"
+    pristine = copy.deepcopy(model.encoder) if config.fits > 1 and not shared else None  # before stage (b)
     started = time.perf_counter()
     steps = train_head(model, states, labels, config, fold, progress, on_step, outside=outside, weights=weights)
     seconds = {"head": time.perf_counter() - started}
+    after_a = copy.deepcopy(model) if shared else None  # the first fit's stage (a) head, the encoder untouched
     if config.top_layers:
         started = time.perf_counter()
         steps += train_head(model, states, labels, config, fold, progress, on_step, config.top_layers, steps,
@@ -604,10 +618,13 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
             model.add_head(other)
         seconds["head"] += time.perf_counter() - started
     for k in range(1, config.fits):
-        torch.manual_seed(config.seed + k)  # the fit's initial head weights
-        other = model.fresh_head(copy.deepcopy(pristine))
+        if shared:
+            other = copy.deepcopy(after_a)
+        else:
+            torch.manual_seed(config.seed + k)  # the fit's initial head weights
+            other = model.fresh_head(copy.deepcopy(pristine))
         seeded = dataclasses.replace(config, seed=config.seed + k)
-        for top_layers, key in ((0, "head"), (config.top_layers, "top")):
+        for top_layers, key in ((0, "head"), (config.top_layers, "top"))[1 if shared else 0:]:
             started = time.perf_counter()
             steps += train_head(other, states, labels, seeded, fold, progress, on_step, top_layers, steps, outside,
                                 weights=weights, fit=k)
