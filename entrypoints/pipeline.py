@@ -59,6 +59,22 @@ class Profile:
     tune_trials: int
     tune_folds: int
     tune_max_train_clips: int
+    # Stage (b) in the final fit only: with the tune's encoder frozen (encoder_lr (0, 0)) and top_layers > 0, the
+    # tune trains stage (a) trials and the fine-tune trains stage (b) at stage_b_lr.
+    stage_b_lr: float = 0.0
+    fits: int = 1  # the fine-tune's whole fits (FinetuneConfig.fits); the tune trains one
+    fit_stage_a: str = "own"  # own | shared: whether each fit trains a stage (a) head of its own
+    fold_stage_b: bool = True  # the fine-tune's folds and leave-one-engine-out fits train stage (b) too
+
+    def __post_init__(self) -> None:
+        if self.top_layers and self.frozen_tune and self.stage_b_lr <= 0:
+            raise ValueError(f"profile {self.name!r}: top_layers={self.top_layers} with a frozen tune "
+                             f"(encoder_lr {self.encoder_lr}) needs stage_b_lr > 0, got {self.stage_b_lr}")
+
+    @property
+    def frozen_tune(self) -> bool:
+        """The tune keeps the encoder frozen: its trials are stage (a) heads on cached features."""
+        return self.encoder_lr == (0.0, 0.0)
 
 
 # The tune's first trial, before its sampler explores: the head learning rate and dropout of the
@@ -106,15 +122,20 @@ PROFILES = {
                     transcript_train_clips=1000,
                     catboost_folds=5, finetune_folds=2, max_train_clips=0,
                     max_seconds=8.0, finetune_epochs=14, finetune_batch=16, pooling="frames", layers="all",
-                    frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=0, top_epochs=3, feature_dropout=0.3, style_mix=0.0,
-                    outside_weight=0.0, hard_negative_weight=1.0, center=False, heads=3, head_vote="min", average_epochs=5, tune_start=FROZEN_START, loeo=True, tune_trials=4, tune_folds=2, tune_max_train_clips=1000),
-    # A check of the wiring (the tests run it with tiny models), not of accuracy.
+                    frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=5, top_epochs=2, feature_dropout=0.3, style_mix=0.0,
+                    outside_weight=0.0, hard_negative_weight=1.0, center=False, heads=1, head_vote="mean", average_epochs=5,
+                    tune_start=FROZEN_START, loeo=True, tune_trials=4, tune_folds=2, tune_max_train_clips=1000,
+                    stage_b_lr=2e-5, fits=3, fit_stage_a="shared", fold_stage_b=False),
+    # A check of the wiring (the tests run it with tiny models), not of accuracy: the full profile's stage (a) tune,
+    # then stage (b) and several fits in the final fit only.
     "smoke": Profile("smoke", n_train=12, n_test=6, festival_fraction=0.34, rhvoice_fraction=0.33,
                      transcript_train_clips=0,
                      catboost_folds=2, finetune_folds=2, max_train_clips=0,
                      max_seconds=4.0, finetune_epochs=1, finetune_batch=4, pooling="frames", layers="all",
-                     frame_head="gru", encoder_lr=(1e-5, 1e-4), top_layers=1, top_epochs=1, feature_dropout=0.3, style_mix=0.5,
-                     outside_weight=0.5, hard_negative_weight=2.0, center=True, heads=1, head_vote="min", average_epochs=1, tune_start=START, loeo=True, tune_trials=2, tune_folds=2, tune_max_train_clips=0),
+                     frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=1, top_epochs=1, feature_dropout=0.3, style_mix=0.5,
+                     outside_weight=0.5, hard_negative_weight=2.0, center=True, heads=1, head_vote="min", average_epochs=1,
+                     tune_start=FROZEN_START, loeo=True, tune_trials=2, tune_folds=2, tune_max_train_clips=0,
+                     stage_b_lr=1e-4, fits=2, fit_stage_a="shared", fold_stage_b=False),
 }
 
 
@@ -235,12 +256,15 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
               "top_epochs": p.top_epochs, "feature_dropout": p.feature_dropout, "style_mix": p.style_mix,
               "outside_weight": p.outside_weight, "hard_negative_weight": p.hard_negative_weight, "center": str(p.center).lower(),
               "average_epochs": p.average_epochs}
+    tuned = {**shared, "top_layers": 0} if p.frozen_tune else shared  # a frozen tune's trials are stage (a)
     tune = stage("tune", "tune", data=data, n_trials=p.tune_trials, n_folds=p.tune_folds,
                  max_train_clips=p.tune_max_train_clips, study_name=study_name(p),
-                 encoder_lr_min=p.encoder_lr[0], encoder_lr_max=p.encoder_lr[1], start=p.tune_start, **shared)
+                 encoder_lr_min=p.encoder_lr[0], encoder_lr_max=p.encoder_lr[1], start=p.tune_start, **tuned)
+    stage_b = {"encoder_lr": p.stage_b_lr} if p.top_layers and p.frozen_tune else {}  # else the tune's
     finetune = stage("approach 3: finetune", "finetune", data=data, out=out, n_folds=p.finetune_folds,
-                     max_train_clips=p.max_train_clips, params_from=tune.run_id, loeo=str(p.loeo).lower(), heads=p.heads, head_vote=p.head_vote,
-                     **shared)
+                     max_train_clips=p.max_train_clips, params_from=tune.run_id, loeo=str(p.loeo).lower(),
+                     heads=p.heads, head_vote=p.head_vote, fits=p.fits, fit_stage_a=p.fit_stage_a,
+                     fold_stage_b=str(p.fold_stage_b).lower(), **stage_b, **shared)
     members = ",".join(r.model_uri for r in (rule, catboost, finetune) if r.model_uri)
     ensemble = stage("approach 4: ensemble", "ensemble", data=data, out=out, members=members)
     name, version = ensemble.model_uri.removeprefix("models:/").split("/")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from ct2_fixture import write_tiny_ct2
 
@@ -53,6 +54,13 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
         == PROFILES["smoke"].hard_negative_weight != 1
     assert int(finetune["params.heads"]) == PROFILES["smoke"].heads  # the profile's heads reach the fine-tune
     assert finetune["params.head_vote"] == PROFILES["smoke"].head_vote != "mean"  # and how they vote
+    smoke = PROFILES["smoke"]  # stage (b) and its fits in the final fit only; the tune and folds are stage (a)
+    assert int(tune["params.top_layers"]) == 0 < int(finetune["params.top_layers"]) == smoke.top_layers
+    assert float(finetune["params.encoder_lr"]) == smoke.stage_b_lr > 0 == float(tune["params.encoder_lr_max"])
+    assert (int(finetune["params.fits"]), finetune["params.fit_stage_a"], finetune["params.fold_stage_b"]) \
+        == (smoke.fits, smoke.fit_stage_a, "false") == (2, "shared", "false")
+    assert finetune["metrics.final_fit_top_seconds"] > 0 and "metrics.cv_fold_head_seconds" in finetune
+    assert pd.isna(finetune.get("metrics.cv_fold_top_seconds")), "the folds trained stage (b)"
     assert int(finetune["params.average_epochs"]) == int(tune["params.average_epochs"]) \
         == PROFILES["smoke"].average_epochs > 0
     client = mlflow.MlflowClient()

@@ -165,6 +165,10 @@ class FinetuneConfig:
             seed; ``shared``, a copy of the first fit's stage (a) head (before its stage (b)), so that only stage
             (b) trains again per fit, from its own seed (batch order, dropout): one stage (a) in all instead of
             ``fits``.
+        fold_stage_b: with stage (b) (``top_layers > 0``), whether the cross-validation folds and the
+            leave-one-engine-out fits train it too (True), or stage (a) only, on the frozen encoder (False, with
+            ``refit="all"``): their scores then stand for the stage (a) model, below the final one, for a fraction
+            of the minutes.
         average_epochs: stage (a) ends with each head's weights (and the layer mix's) set to their mean over the
             ends of its last ``average_epochs`` epochs instead of their last values (0 = off): an average of the
             heads a run passes through, which a seed's luck sways less. It costs no training time.
@@ -230,6 +234,9 @@ class FinetuneConfig:
     fit_stage_a: str = setting("own", " or ".join(repr(m) for m in FIT_STAGE_A), one_of(*FIT_STAGE_A),
                                "fits > 1: own, each fit's stage (b) starts from a stage (a) head of its own seed; "
                                "shared, from a copy of the first fit's")
+    fold_stage_b: bool = setting(True, "True or False", is_bool,
+                                 "top_layers > 0: the folds and leave-one-engine-out fits train stage (b) too "
+                                 "(False: stage (a) only)")
     average_epochs: int = setting(0, "an integer >= 0 (0 = off)", is_int(0),
                                   "Stage (a)'s head ends as the mean of its weights at its last N epochs' ends.")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
@@ -266,6 +273,9 @@ class FinetuneConfig:
                      "on top layers of its own"),
             "fit_stage_a": (self.fit_stage_a == "own" or self.fits > 1,
                             "'own', or 'shared' with fits > 1 (the fits share the first fit's stage (a) head)"),
+            "fold_stage_b": (self.fold_stage_b or (self.top_layers > 0 and self.refit == "all"),
+                             "True, or False with top_layers > 0 (stage (b)) and refit='all' (the folds then train "
+                             "stage (a) only, and a best fold's model would be the final one)"),
             "average_epochs": (self.average_epochs <= self.epochs and (self.average_epochs == 0 or self.cached),
                                f"0, or at most epochs ({self.epochs}) with cached states (encoder_lr=0, or "
                                "top_layers > 0): the average is of stage (a)'s heads"),
@@ -758,13 +768,17 @@ def _base_model(config: FinetuneConfig,
 
 
 def one_head(config: FinetuneConfig) -> FinetuneConfig:
-    """``config`` with one frame head and one fit: what the cross-validation folds and leave-one-engine-out fits train.
+    """``config`` with one frame head and one fit (stage (a) only with ``fold_stage_b=False``): what the
+    cross-validation folds and leave-one-engine-out fits train.
 
     Their job is to estimate how one recipe does on clips it did not see; the final model's extra heads and fits
     (``FinetuneConfig.heads``, ``FinetuneConfig.fits``) average out the seed's noise in its decisions and would
     multiply those fits' minutes for it. The folds' out-of-fold scores thus stand for one head, a little below the
-    mean of several."""
-    return dataclasses.replace(config, heads=1, fits=1)
+    mean of several. With ``fold_stage_b=False`` they train stage (a) only, on the frozen encoder."""
+    held = dataclasses.replace(config, heads=1, fits=1, fit_stage_a="own")
+    if not config.fold_stage_b:
+        held = dataclasses.replace(held, top_layers=0, encoder_lr=0.0, fold_stage_b=True)
+    return held
 
 
 @dataclass
