@@ -560,6 +560,12 @@ def test_fits_with_a_shared_stage_a_train_it_once_and_start_each_stage_b_from_it
     np.testing.assert_allclose([s.score for s in loaded.predict(audios)], from_cache, atol=2e-3)
     with pytest.raises(ValueError, match=r"FinetuneConfig\.fit_stage_a='shared' is invalid; allowed: 'own', or"):
         dataclasses.replace(one, fit_stage_a="shared")
+    # fold_stage_b=False: the folds and engine hold-outs train one stage (a) head on the frozen encoder
+    held = train.one_head(dataclasses.replace(shared, fold_stage_b=False))
+    assert (held.top_layers, held.encoder_lr, held.fits, held.fit_stage_a, held.frozen) == (0, 0.0, 1, "own", True)
+    assert train.one_head(shared).top_layers == 1  # by default they train stage (b) too
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.fold_stage_b=False is invalid; allowed: True, or False with"):
+        dataclasses.replace(one, top_layers=0, fold_stage_b=False)
 
 
 def test_stage_b_settings_that_cannot_work_are_refused_naming_the_field(tiny_whisper):
