@@ -602,12 +602,11 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
     (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_fit`). With ``config.fit_stage_a="shared"``
     the fits after the first start stage (b) from a copy of the first fit's stage (a) head instead of training
     their own."""
-    shared = config.fits > 1 and config.fit_stage_a == "shared"
-    pristine = copy.deepcopy(model.encoder) if config.fits > 1 and not shared else None  # before stage (b)
     started = time.perf_counter()
     steps = train_head(model, states, labels, config, fold, progress, on_step, outside=outside, weights=weights)
     seconds = {"head": time.perf_counter() - started}
-    after_a = copy.deepcopy(model) if shared else None  # the first fit's stage (a) head, the encoder untouched
+    # Before stage (b): stage (a) left the encoder as pretrained, and the first fit's stage (a) head trained.
+    before_b = copy.deepcopy(model) if config.fits > 1 else None
     if config.top_layers:
         started = time.perf_counter()
         steps += train_head(model, states, labels, config, fold, progress, on_step, config.top_layers, steps,
@@ -628,13 +627,14 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
             model.add_head(other)
         seconds["head"] += time.perf_counter() - started
     for k in range(1, config.fits):
-        if shared:
-            other = copy.deepcopy(after_a)
+        if config.fit_stage_a == "shared":
+            other, stages = copy.deepcopy(before_b), ((config.top_layers, "top"),)
         else:
             torch.manual_seed(config.seed + k)  # the fit's initial head weights
-            other = model.fresh_head(copy.deepcopy(pristine))
+            other = before_b.fresh_head(copy.deepcopy(before_b.encoder))
+            stages = ((0, "head"), (config.top_layers, "top"))
         seeded = dataclasses.replace(config, seed=config.seed + k)
-        for top_layers, key in ((0, "head"), (config.top_layers, "top"))[1 if shared else 0:]:
+        for top_layers, key in stages:
             started = time.perf_counter()
             steps += train_head(other, states, labels, seeded, fold, progress, on_step, top_layers, steps, outside,
                                 weights=weights, fit=k)
