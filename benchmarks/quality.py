@@ -31,7 +31,8 @@ default synth settings those are the quick profile's train split, scored on 1000
 instead of its 120. ``--no-cv`` fits the fine-tune rows once each (no CV column).
 A row with several heads (or fits) is followed by rows of the same model scored other ways: with its first head
 (fit) alone (that head trains exactly as the one-head recipe's with the same seed), with its first two (of three or
-more), and with the other ``head_vote``.
+more), with the other ``head_vote`` and, for fits that share one stage (a) head, with their weights averaged into
+one fit (``fit_merge=average``).
 
     python benchmarks/quality.py DATA --out benchmarks/results/quality.json
 
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -366,10 +368,20 @@ def main() -> None:
             variants = [(":first", f"its first {unit} alone", recipe.head_vote, 1),
                         *([(":two", f"its first two {unit}s", recipe.head_vote, 2)] if count > 2 else []),
                         (f":{other}", f"head_vote={other}", other, count)]
+            if recipe.fits > 1 and recipe.fit_stage_a == "shared":
+                variants.append((":average", "its fits' weights averaged into one (fit_merge=average)", None, 0))
             for suffix, label, how, kept in variants:
-                with scored_as(final.model, how, kept):
-                    variant = predict_audio(final.model, final.feature_extractor, test.audios, recipe.max_seconds,
+                if how is None:  # one fit of the fits' mean weights, on a copy: the model itself stays as it is
+                    merged = copy.deepcopy(final.model)
+                    merged.average_fits()
+                    variant = predict_audio(merged, final.feature_extractor, test.audios, recipe.max_seconds,
                                             recipe.eval_batch_size, threshold, phrase_offsets=final.phrase_offsets)
+                    del merged
+                else:
+                    with scored_as(final.model, how, kept):
+                        variant = predict_audio(final.model, final.feature_extractor, test.audios,
+                                                recipe.max_seconds, recipe.eval_batch_size, threshold,
+                                                phrase_offsets=final.phrase_offsets)
                 scores = np.array([r.score for r in variant])
                 keep_scores(f"{key}{suffix}:{seed}", scores)
                 names[key + suffix] = f"{names[key]} [{label}, {same}]"

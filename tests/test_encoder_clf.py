@@ -568,6 +568,40 @@ def test_fits_with_a_shared_stage_a_train_it_once_and_start_each_stage_b_from_it
         dataclasses.replace(one, top_layers=0, fold_stage_b=False)
 
 
+def test_shared_fits_averaged_leave_one_fit_of_their_mean_weights_that_saves_and_scores_as_trained(
+        tiny_whisper, monkeypatch, tmp_path):
+    from heardet.approaches.finetune import train
+
+    audios, examples, one = stage_b_clips(monkeypatch, tmp_path)
+    shared = dataclasses.replace(one, fits=3, fit_stage_a="shared")
+    voted = fit(examples, shared, tiny_factory(tiny_whisper), progress=False).model
+    fitted = fit(examples, dataclasses.replace(shared, fit_merge="average"), tiny_factory(tiny_whisper),
+                 progress=False)
+    model = fitted.model
+    assert model.fits == 1 and fitted.steps == 2 * 2 + 3 * 3 * 2  # trained as the three fits, kept as one
+    # the same seeds train the same three fits; the kept one holds each weight's mean over them
+    parts = [(voted.encoder.layers[1], voted.encoder.layer_norm, voted.head, voted.mix),
+             *((f.layers[0], f.layer_norm, f.head, f.mix) for f in voted.extra_fits)]
+    for k, module in enumerate((model.encoder.layers[1], model.encoder.layer_norm, model.head, model.mix)):
+        for name, value in module.state_dict().items():
+            if value.is_floating_point():
+                mean = torch.stack([p[k].state_dict()[name] for p in parts]).mean(dim=0)
+                torch.testing.assert_close(value, mean, msg=f"{name} is not the fits' mean")
+    lower = voted.encoder.layers[0].state_dict()["fc1.weight"]  # below the fits: pretrained, untouched
+    torch.testing.assert_close(model.encoder.layers[0].state_dict()["fc1.weight"], lower)
+    base, fe = tiny_factory(tiny_whisper)("tiny", 0.0)
+    cached = train.encoder_states(base.with_head("frames", "all"), fe, examples, one, progress=False)
+    from_cache, _ = train.head_scores(model, cached, examples.labels, top_layers=1)
+    loaded = load_classifier(fitted.save(tmp_path / "clf", dataclasses.replace(shared, fit_merge="average")))
+    assert loaded.model.fits == 1
+    np.testing.assert_allclose([s.score for s in loaded.predict(audios)], from_cache, atol=2e-3)
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.fit_merge='average' is invalid; allowed: 'vote', or"):
+        dataclasses.replace(one, fits=3, fit_merge="average")  # own stage (a) heads: nothing shared to average
+    with pytest.raises(ValueError, match="average_fits needs a model of several fits"):
+        model.average_fits()
+    assert train.one_head(dataclasses.replace(shared, fit_merge="average")).fit_merge == "vote"
+
+
 def test_stage_b_settings_that_cannot_work_are_refused_naming_the_field(tiny_whisper):
     with pytest.raises(ValueError, match=r"FinetuneConfig.top_layers=1 is invalid.*layers='all'"):
         FinetuneConfig(model="tiny", layers="last", top_layers=1)

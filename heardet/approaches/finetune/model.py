@@ -443,6 +443,27 @@ class EncoderClassifier(nn.Module):
         self.extra_fits.append(TopFit(nn.ModuleList(other.encoder.layers[total - top_layers :]),
                                       other.encoder.layer_norm, other.head, other.mix).to(self.device))
 
+    def average_fits(self) -> None:
+        """Merge :attr:`extra_fits` into the first fit: each weight of the fits' top layers, final layer norm,
+        layer mix and frame head becomes its mean over every fit, and the model is left with one fit, scoring
+        at one fit's cost. A weight average of fine-tunes ("model soup", Wortsman et al., ICML 2022) only
+        means something for fits that started from the same weights (``FinetuneConfig.fit_stage_a="shared"``:
+        one stage (a) head, stage (b) runs of different seeds); for fits of their own stage (a) heads it would
+        average unrelated heads, which nothing here can tell from the weights, hence the caller's choice.
+        """
+        if not self.extra_fits:
+            raise ValueError("average_fits needs a model of several fits (add_fit)")
+        total = len(self.encoder.layers)
+        first = TopFit(nn.ModuleList(self.encoder.layers[total - self.fit_layers :]), self.encoder.layer_norm,
+                       self.head, self.mix)
+        merged = first.state_dict()
+        others = [f.state_dict() for f in self.extra_fits]
+        for name, value in merged.items():
+            if value.is_floating_point():  # an integer buffer (a step count) stays the first fit's
+                merged[name] = torch.stack([value, *(o[name] for o in others)]).mean(dim=0)
+        first.load_state_dict(merged)
+        self.extra_fits = nn.ModuleList()
+
     @classmethod
     def from_pretrained(cls, name_or_bundle: Any, dropout: float = 0.2, device: str = "cpu",
                         pooling: str = "mean") -> EncoderClassifier:

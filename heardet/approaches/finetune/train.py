@@ -76,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 REFIT_MODES = ("all", "best_fold")
 FIT_STAGE_A = ("own", "shared")  # where each extra fit's stage (b) starts (FinetuneConfig.fit_stage_a)
+FIT_MERGES = ("vote", "average")  # how several fits make the saved model (FinetuneConfig.fit_merge)
 MAX_SHIFT_S = 0.5  # augmentation: up to this much leading silence, seconds
 OUTSIDE_MARGIN_S = 0.2  # FinetuneConfig.outside_weight: frames this close to a phrase's bounds are not "outside"
 
@@ -165,6 +166,10 @@ class FinetuneConfig:
             seed; ``shared``, a copy of the first fit's stage (a) head (before its stage (b)), so that only stage
             (b) trains again per fit, from its own seed (batch order, dropout): one stage (a) in all instead of
             ``fits``.
+        fit_merge: with ``fits > 1``, what the saved model keeps of them: ``vote``, every fit, their phrase
+            probabilities combined by ``head_vote`` (scoring costs about one more encoder pass per fit); or
+            ``average`` (with ``fit_stage_a="shared"``), one fit whose weights are the mean of theirs
+            (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.average_fits`), scoring at one fit's cost.
         fold_stage_b: with stage (b) (``top_layers > 0``), whether the cross-validation folds and the
             leave-one-engine-out fits train it too (True), or stage (a) only, on the frozen encoder (False, with
             ``refit="all"``): their scores then stand for the stage (a) model, below the final one, for a fraction
@@ -234,6 +239,9 @@ class FinetuneConfig:
     fit_stage_a: str = setting("own", " or ".join(repr(m) for m in FIT_STAGE_A), one_of(*FIT_STAGE_A),
                                "fits > 1: own, each fit's stage (b) starts from a stage (a) head of its own seed; "
                                "shared, from a copy of the first fit's")
+    fit_merge: str = setting("vote", " or ".join(repr(m) for m in FIT_MERGES), one_of(*FIT_MERGES),
+                             "fits > 1: vote, keep every fit (head_vote combines them); average, one fit of their "
+                             "mean weights (fit_stage_a=shared)")
     fold_stage_b: bool = setting(True, "True or False", is_bool,
                                  "top_layers > 0: the folds and leave-one-engine-out fits train stage (b) too "
                                  "(False: stage (a) only)")
@@ -273,6 +281,9 @@ class FinetuneConfig:
                      "on top layers of its own"),
             "fit_stage_a": (self.fit_stage_a == "own" or self.fits > 1,
                             "'own', or 'shared' with fits > 1 (the fits share the first fit's stage (a) head)"),
+            "fit_merge": (self.fit_merge == "vote" or (self.fits > 1 and self.fit_stage_a == "shared"),
+                          "'vote', or 'average' with fits > 1 and fit_stage_a='shared' (only fits that started "
+                          "from the same weights can be averaged)"),
             "fold_stage_b": (self.fold_stage_b or (self.top_layers > 0 and self.refit == "all"),
                              "True, or False with top_layers > 0 (stage (b)) and refit='all' (the folds then train "
                              "stage (a) only, and a best fold's model would be the final one)"),
@@ -640,6 +651,8 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
                                 weights=weights, fit=k)
             seconds[key] += time.perf_counter() - started
         model.add_fit(other, config.top_layers)
+    if config.fits > 1 and config.fit_merge == "average":
+        model.average_fits()
     return steps, seconds
 
 
@@ -775,7 +788,7 @@ def one_head(config: FinetuneConfig) -> FinetuneConfig:
     (``FinetuneConfig.heads``, ``FinetuneConfig.fits``) average out the seed's noise in its decisions and would
     multiply those fits' minutes for it. The folds' out-of-fold scores thus stand for one head, a little below the
     mean of several. With ``fold_stage_b=False`` they train stage (a) only, on the frozen encoder."""
-    held = dataclasses.replace(config, heads=1, fits=1, fit_stage_a="own")
+    held = dataclasses.replace(config, heads=1, fits=1, fit_stage_a="own", fit_merge="vote")
     if not config.fold_stage_b:
         held = dataclasses.replace(held, top_layers=0, encoder_lr=0.0, fold_stage_b=True)
     return held
