@@ -11,7 +11,8 @@ all call a clip (``head_vote=min``), ``fulla5m3``, and ``fulla5`` with clips tra
 the top layer, ``fulla5b1``, or on the top five, ``fulla5b5``, and that with two more heads trained on the states of
 the encoder stage b left, all three calling a clip (``head_vote=min``), ``fulla5b5m3``, or with near misses weighted
 twice in both stages, ``fulla5b5h2``, and three whole ``fulla5b5`` fits, each with top layers of its own,
-``fulla5b5f3``, and those three with the first one's stage (a) head, ``fulla5b5f3s``; ``a`` and ``full`` with each training positive's frames away from its phrase also trained as
+``fulla5b5f3``, and those three with the first one's stage (a) head, ``fulla5b5f3s``, and those averaged into one
+fit with two more heads on it, all three calling a clip (``head_vote=min``), ``fulla5b5f3am3``; ``a`` and ``full`` with each training positive's frames away from its phrase also trained as
 "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
@@ -144,6 +145,11 @@ RECIPES["fulla5b5f3"] = ("3 three fits of the fulla5b5 row (seeds N, N+1, N+2), 
 RECIPES["fulla5b5f3s"] = ("3 the fulla5b5f3 row with one stage (a) head: the three fits' stage (b) runs (seeds N, N+1, "
                           "N+2) all start from a copy of the first fit's (fit_stage_a=shared)",
                           dataclasses.replace(RECIPES["fulla5b5"][1], fits=3, fit_stage_a="shared"))
+RECIPES["fulla5b5f3am3"] = ("3 the fulla5b5f3s row, its three fits' weights averaged into one (fit_merge=average), "
+                            "then two more heads (seeds N+1, N+2) on the averaged encoder's states, a clip called "
+                            "only when every head calls it (head_vote=min)",
+                            dataclasses.replace(RECIPES["fulla5b5f3s"][1], fit_merge="average", heads=3,
+                                                head_vote="min"))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 
@@ -361,14 +367,15 @@ def main() -> None:
              "localisation_s": localisation_error(dataset, test_clips, results), "train_minutes": minutes,
              "final_fit_stage_seconds": final.stage_seconds, "recipe": key, "seed": seed})
         # The same model scored more ways: its first head (fit) alone (and two), its heads' (fits') other vote.
-        unit, count, same = ("fit", recipe.fits, "the same model") if recipe.fits > 1 else \
+        kept_fits = recipe.fits if recipe.fit_merge == "vote" else 1  # averaged fits leave one
+        unit, count, same = ("fit", kept_fits, "the same model") if kept_fits > 1 else \
             ("head", recipe.heads, "the same fit")
         if count > 1:
             other = next(v for v in HEAD_VOTES if v != recipe.head_vote)
             variants = [(":first", f"its first {unit} alone", recipe.head_vote, 1),
                         *([(":two", f"its first two {unit}s", recipe.head_vote, 2)] if count > 2 else []),
                         (f":{other}", f"head_vote={other}", other, count)]
-            if recipe.fits > 1 and recipe.fit_stage_a == "shared":
+            if kept_fits > 1 and recipe.fit_stage_a == "shared":
                 variants.append((":average", "its fits' weights averaged into one (fit_merge=average)", None, 0))
             for suffix, label, how, kept in variants:
                 if how is None:  # one fit of the fits' mean weights, on a copy: the model itself stays as it is

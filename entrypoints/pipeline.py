@@ -64,6 +64,7 @@ class Profile:
     stage_b_lr: float = 0.0
     fits: int = 1  # the fine-tune's whole fits (FinetuneConfig.fits); the tune trains one
     fit_stage_a: str = "own"  # own | shared: whether each fit trains a stage (a) head of its own
+    fit_merge: str = "vote"  # vote | average: keep every fit, or one of their mean weights (fit_stage_a=shared)
     fold_stage_b: bool = True  # the fine-tune's folds and leave-one-engine-out fits train stage (b) too
 
     def __post_init__(self) -> None:
@@ -264,7 +265,7 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
     finetune = stage("approach 3: finetune", "finetune", data=data, out=out, n_folds=p.finetune_folds,
                      max_train_clips=p.max_train_clips, params_from=tune.run_id, loeo=str(p.loeo).lower(),
                      heads=p.heads, head_vote=p.head_vote, fits=p.fits, fit_stage_a=p.fit_stage_a,
-                     fold_stage_b=str(p.fold_stage_b).lower(), **stage_b, **shared)
+                     fit_merge=p.fit_merge, fold_stage_b=str(p.fold_stage_b).lower(), **stage_b, **shared)
     members = ",".join(r.model_uri for r in (rule, catboost, finetune) if r.model_uri)
     ensemble = stage("approach 4: ensemble", "ensemble", data=data, out=out, members=members)
     name, version = ensemble.model_uri.removeprefix("models:/").split("/")

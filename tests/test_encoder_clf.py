@@ -600,6 +600,18 @@ def test_shared_fits_averaged_leave_one_fit_of_their_mean_weights_that_saves_and
     with pytest.raises(ValueError, match="average_fits needs a model of several fits"):
         model.average_fits()
     assert train.one_head(dataclasses.replace(shared, fit_merge="average")).fit_merge == "vote"
+    # more heads go with averaged fits only: they train after the merge, on the merged encoder's states
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.fits=3 is invalid; allowed: 1, or with top_layers > 0"):
+        dataclasses.replace(shared, heads=2)
+    headed = dataclasses.replace(shared, fit_merge="average", heads=2, head_vote="min")
+    both = fit(examples, headed, tiny_factory(tiny_whisper), progress=False)
+    assert (both.model.fits, both.model.heads) == (1, 2)
+    for name, value in model.state_dict().items():  # the same merged fit as without the extra head
+        torch.testing.assert_close(both.model.state_dict()[name], value, msg=name)
+    from_cache, _ = train.head_scores(both.model, cached, examples.labels, top_layers=1)
+    loaded = load_classifier(both.save(tmp_path / "headed", headed))
+    assert (loaded.model.fits, loaded.model.heads, loaded.model.head_vote) == (1, 2, "min")
+    np.testing.assert_allclose([s.score for s in loaded.predict(audios)], from_cache, atol=2e-3)
 
 
 def test_stage_b_settings_that_cannot_work_are_refused_naming_the_field(tiny_whisper):

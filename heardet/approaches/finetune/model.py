@@ -35,7 +35,9 @@ top layers run again from the shared layers' output, so a clip costs about one m
 fit. Their phrase probabilities make the clip's as several heads' do (``head_vote``), and their frame
 logits are averaged. Two stage (b) fits of different seeds differ more than two heads on one encoder
 (``benchmarks/quality.md``). Only the first fit ever trains inside the model: the others are trained
-as models of their own and added with :meth:`EncoderClassifier.add_fit`.
+as models of their own and added with :meth:`EncoderClassifier.add_fit`. Fits whose stage (b) runs all
+started from the same weights (one stage (a) head) can instead be merged into one fit of their mean weights
+(:meth:`EncoderClassifier.average_fits`), which scores at one fit's cost.
 
 ``center``: subtract each clip's mean state (over its valid frames, after the layer mix) from
 every frame before the head. What is constant across a clip (the voice, the speech engine, the

@@ -154,7 +154,7 @@ class FinetuneConfig:
         head_vote: how several heads' phrase probabilities make the clip's: ``mean``, their mean, or ``min``, the
             lowest of them, so that a clip is called only when every head calls it. Heads of different seeds
             call the phrase alike but each flags a few near misses of its own (``benchmarks/quality.md``).
-        fits: with stage (b) (``top_layers > 0``) and one head, this many whole fits train one after the other, the
+        fits: with stage (b) (``top_layers > 0``) and one head (or ``fit_merge="average"``), this many whole fits train one after the other, the
             first with ``seed``, the others with ``seed + 1``, ``seed + 2``…, each through stage (a) and stage (b)
             from the same pretrained encoder, so each ends with top layers of its own; the model scores with all of
             them as with several heads, combined by ``head_vote``
@@ -170,6 +170,7 @@ class FinetuneConfig:
             probabilities combined by ``head_vote`` (scoring costs about one more encoder pass per fit); or
             ``average`` (with ``fit_stage_a="shared"``), one fit whose weights are the mean of theirs
             (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.average_fits`), scoring at one fit's cost.
+            With ``average``, ``heads > 1`` may go with ``fits > 1``: the extra heads train on the merged fit.
         fold_stage_b: with stage (b) (``top_layers > 0``), whether the cross-validation folds and the
             leave-one-engine-out fits train it too (True), or stage (a) only, on the frozen encoder (False, with
             ``refit="all"``): their scores then stand for the stage (a) model, below the final one, for a fraction
@@ -276,9 +277,10 @@ class FinetuneConfig:
             "heads": (self.heads == 1 or (self.pooling == "frames" and self.cached),
                       "1, or with pooling='frames' and cached states (encoder_lr=0, or top_layers > 0): the heads "
                       "share one encoder's states"),
-            "fits": (self.fits == 1 or (self.top_layers > 0 and self.heads == 1 and self.pooling == "frames"),
-                     "1, or with top_layers > 0 (stage (b)), heads=1 and pooling='frames': each fit is one head "
-                     "on top layers of its own"),
+            "fits": (self.fits == 1 or (self.top_layers > 0 and self.pooling == "frames"
+                                        and (self.heads == 1 or self.fit_merge == "average")),
+                     "1, or with top_layers > 0 (stage (b)), pooling='frames' and heads=1 (each fit is one head on "
+                     "top layers of its own) or fit_merge='average' (the heads train on the merged fit)"),
             "fit_stage_a": (self.fit_stage_a == "own" or self.fits > 1,
                             "'own', or 'shared' with fits > 1 (the fits share the first fit's stage (a) head)"),
             "fit_merge": (self.fit_merge == "vote" or (self.fits > 1 and self.fit_stage_a == "shared"),
@@ -612,7 +614,9 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
     stages on its own copy of the encoder as it was before stage (b), and ``model`` scores with them all
     (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_fit`). With ``config.fit_stage_a="shared"``
     the fits after the first start stage (b) from a copy of the first fit's stage (a) head instead of training
-    their own."""
+    their own, and with ``config.fit_merge="average"`` they are then merged into one fit of their mean weights
+    (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.average_fits`); the extra heads of
+    ``config.heads > 1`` train after that, on the states of the merged encoder."""
     started = time.perf_counter()
     steps = train_head(model, states, labels, config, fold, progress, on_step, outside=outside, weights=weights)
     seconds = {"head": time.perf_counter() - started}
@@ -623,20 +627,6 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
         steps += train_head(model, states, labels, config, fold, progress, on_step, config.top_layers, steps,
                             outside, weights=weights)
         seconds["top"] = time.perf_counter() - started
-    if config.heads > 1:
-        heads_read = states
-        if config.top_layers:
-            started = time.perf_counter()
-            heads_read = rerun_states(model, states, config.top_layers, progress=progress)
-            seconds["rerun"] = time.perf_counter() - started
-        started = time.perf_counter()
-        for k in range(1, config.heads):
-            torch.manual_seed(config.seed + k)  # the head's initial weights
-            other = model.fresh_head()
-            steps += train_head(other, heads_read, labels, dataclasses.replace(config, seed=config.seed + k), fold,
-                                progress, on_step, first_step=steps, outside=outside, head=k, weights=weights)
-            model.add_head(other)
-        seconds["head"] += time.perf_counter() - started
     for k in range(1, config.fits):
         if config.fit_stage_a == "shared":
             other, stages = copy.deepcopy(before_b), ((config.top_layers, "top"),)
@@ -653,6 +643,20 @@ def train_cached(model: EncoderClassifier, states: Sequence[np.ndarray], labels:
         model.add_fit(other, config.top_layers)
     if config.fits > 1 and config.fit_merge == "average":
         model.average_fits()
+    if config.heads > 1:
+        heads_read = states
+        if config.top_layers:
+            started = time.perf_counter()
+            heads_read = rerun_states(model, states, config.top_layers, progress=progress)
+            seconds["rerun"] = time.perf_counter() - started
+        started = time.perf_counter()
+        for k in range(1, config.heads):
+            torch.manual_seed(config.seed + k)  # the head's initial weights
+            other = model.fresh_head()
+            steps += train_head(other, heads_read, labels, dataclasses.replace(config, seed=config.seed + k), fold,
+                                progress, on_step, first_step=steps, outside=outside, head=k, weights=weights)
+            model.add_head(other)
+        seconds["head"] += time.perf_counter() - started
     return steps, seconds
 
 
