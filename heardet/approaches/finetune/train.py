@@ -154,10 +154,10 @@ class FinetuneConfig:
         head_vote: how several heads' phrase probabilities make the clip's: ``mean``, their mean, or ``min``, the
             lowest of them, so that a clip is called only when every head calls it. Heads of different seeds
             call the phrase alike but each flags a few near misses of its own (``benchmarks/quality.md``).
-        fits: with stage (b) (``top_layers > 0``) and one head (or ``fit_merge="average"``), this many whole fits train one after the other, the
-            first with ``seed``, the others with ``seed + 1``, ``seed + 2``…, each through stage (a) and stage (b)
-            from the same pretrained encoder, so each ends with top layers of its own; the model scores with all of
-            them as with several heads, combined by ``head_vote``
+        fits: with stage (b) (``top_layers > 0``) and one head (or ``fit_merge="average"``), this many whole fits
+            train one after the other, the first with ``seed``, the others with ``seed + 1``, ``seed + 2``…, each
+            through stage (a) and stage (b) from the same pretrained encoder, so each ends with top layers of its
+            own; the model scores with all of them as with several heads, combined by ``head_vote``
             (:meth:`~heardet.approaches.finetune.model.EncoderClassifier.add_fit`).
             Each costs one fit's training time, and scoring a clip costs about one more encoder pass per fit (its
             top layers run again). The cross-validation folds and leave-one-engine-out fits train one fit each
@@ -553,8 +553,8 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
     total: list[torch.Tensor] = []
     stage = f"top {top_layers} layers" if top_layers else "head" if config.heads == 1 else \
         f"head {head + 1} of {config.heads}"
-    if config.fits > 1:
-        stage = f"fit {fit + 1} of {config.fits}, {stage}"
+    if config.fits > 1:  # more heads than one go with fits only once they are averaged into one
+        stage = f"the fits averaged, {stage}" if head else f"fit {fit + 1} of {config.fits}, {stage}"
     desc = f"fold {fold} ({stage})" if fold is not None else f"final fit ({stage})"
     with tqdm(total=epochs * math.ceil(n / config.batch_size), desc=desc, unit="step",
               disable=not progress, leave=fold is None) as bar:
