@@ -154,8 +154,14 @@ ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers,
 
 
 @contextlib.contextmanager
-def scored_as(model: EncoderClassifier, head_vote: str, kept: int):
-    """Inside the block, ``model`` scores with ``head_vote`` and its first ``kept`` heads and fits only."""
+def scored_as(model: EncoderClassifier, head_vote: str | None, kept: int):
+    """Inside the block, ``model`` scores with ``head_vote`` and its first ``kept`` heads and fits only; with
+    ``head_vote=None``, a copy of ``model`` with its fits' weights averaged into one (``model`` stays as it is)."""
+    if head_vote is None:
+        merged = copy.deepcopy(model)
+        merged.average_fits()
+        yield merged
+        return
     saved = model.head_vote, model.extra_heads, model.extra_fits
     model.head_vote = head_vote
     model.extra_heads = torch.nn.ModuleList(list(saved[1])[: kept - 1])
@@ -378,17 +384,9 @@ def main() -> None:
             if kept_fits > 1 and recipe.fit_stage_a == "shared":
                 variants.append((":average", "its fits' weights averaged into one (fit_merge=average)", None, 0))
             for suffix, label, how, kept in variants:
-                if how is None:  # one fit of the fits' mean weights, on a copy: the model itself stays as it is
-                    merged = copy.deepcopy(final.model)
-                    merged.average_fits()
-                    variant = predict_audio(merged, final.feature_extractor, test.audios, recipe.max_seconds,
+                with scored_as(final.model, how, kept) as scored:
+                    variant = predict_audio(scored, final.feature_extractor, test.audios, recipe.max_seconds,
                                             recipe.eval_batch_size, threshold, phrase_offsets=final.phrase_offsets)
-                    del merged
-                else:
-                    with scored_as(final.model, how, kept):
-                        variant = predict_audio(final.model, final.feature_extractor, test.audios,
-                                                recipe.max_seconds, recipe.eval_batch_size, threshold,
-                                                phrase_offsets=final.phrase_offsets)
                 scores = np.array([r.score for r in variant])
                 keep_scores(f"{key}{suffix}:{seed}", scores)
                 names[key + suffix] = f"{names[key]} [{label}, {same}]"
