@@ -4,7 +4,9 @@ head lr (log) and dropout, maximising its cross-validated macro F1.
 The entry point's run is the parent (tag ``approach=tune``): params (the search and the
 shared fine-tune settings), ``best_encoder_lr`` / ``best_head_lr`` / ``best_dropout``,
 metrics ``best_value``, ``n_complete`` / ``n_pruned`` / ``n_failed``, ``n_trials_study``,
-``tune_seconds``, tags ``best_trial_run_id``, ``best_trial_number``, ``optuna_study``,
+``tune_seconds``, ``top_value``, tags ``best_trial_run_id``, ``best_trial_number``, ``selection``
+(why that trial: ``select=best`` hands on the highest, ``one_se`` the start point unless the highest
+beats it by more than one standard error of its folds), ``top_trial_number``, ``optuna_study``,
 ``optuna_storage`` (``plots_skipped`` when a plot needs more trials), and artifacts
 ``plots/optimization_history.png``, ``plots/param_importances.png`` (>= 2 complete trials),
 ``plots/intermediate_values.png``.
@@ -70,8 +72,8 @@ def main(data, **options) -> None:
             raise click.ClickException(
                 f"no trial of study {search.study_name!r} completed ({result.count('FAIL')} failed, "
                 f"{result.count('PRUNED')} pruned here); see the trial runs' `error` tag")
-        logging.getLogger("heardet").info("best %s %.4f: %s (trial run %s)", search.metric, result.best_trial.value,
-                                          result.best_params, result.best_run_id)
+        logging.getLogger("heardet").info("handed on: %s (trial run %s), %s", result.best_params, result.best_run_id,
+                                          result.selection)
 
 
 def warn_of_logged_password() -> None:

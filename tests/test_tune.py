@@ -203,6 +203,78 @@ def test_a_trial_below_the_median_after_a_fold_is_pruned(mlflow_store, monkeypat
     assert mlflow.get_run(parent.info.run_id).data.metrics["n_pruned"] == 1
 
 
+def study_of(*trials):
+    """An in-memory study of complete trials ``(head_lr, value, fold values or None)``."""
+    study = optuna.create_study(direction="maximize")
+    space = {"head_lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    for head_lr, value, folds in trials:
+        study.add_trial(optuna.trial.create_trial(params={"head_lr": head_lr}, distributions=space, value=value,
+                                                  user_attrs={"fold_values": folds} if folds else {}))
+    return study
+
+
+@pytest.mark.parametrize(("trials", "select", "chosen", "reason"), [
+    # The full profile's end-to-end tune: trial 3 led the start point by 0.0020; its folds' standard error is 0.004.
+    ([(1e-3, 0.9399, [0.9379, 0.9420]), (3e-3, 0.9300, [0.93, 0.93]), (7e-4, 0.9419, [0.9379, 0.9460])],
+     "one_se", 1e-3, "within one standard error of its 2 folds (0.0040)"),
+    ([(1e-3, 0.9399, [0.9379, 0.9420]), (7e-4, 0.9419, [0.9379, 0.9460])], "best", 7e-4, "the highest"),
+    ([(1e-3, 0.9399, [0.9379, 0.9420]), (7e-4, 0.9600, [0.9580, 0.9620])], "one_se", 7e-4,
+     "more than one standard error of its 2 folds (0.0020)"),
+    ([(1e-3, 0.9399, None), (7e-4, 0.9419, None)], "one_se", 7e-4, "per-fold values are not recorded"),
+    ([(2e-3, 0.9399, [0.94, 0.94]), (7e-4, 0.9419, [0.9379, 0.9460])], "one_se", 7e-4,
+     "the start point has no complete trial"),
+    ([(1e-3, 0.9500, [0.95, 0.95]), (7e-4, 0.9419, [0.9379, 0.9460])], "one_se", 1e-3, "the start point"),
+])
+def test_one_se_keeps_the_start_point_unless_a_trial_leads_it_by_more_than_its_folds_noise(trials, select, chosen,
+                                                                                          reason):
+    from heardet.approaches.finetune.tune import TuneConfig, select_trial
+
+    config = TuneConfig(encoder_lr_min=0, encoder_lr_max=0, start="head_lr=1e-3", select=select)
+    best, top, selection = select_trial(study_of(*trials), config)
+    assert best.params["head_lr"] == chosen, selection
+    assert top.value == max(value for _, value, _ in trials)
+    assert reason in selection, selection
+
+
+def test_one_se_needs_a_start_point():
+    from heardet.approaches.finetune.tune import TuneConfig
+
+    with pytest.raises(ValueError, match="TuneConfig.select='one_se' is invalid.*together with a start point"):
+        TuneConfig(select="one_se")
+
+
+def test_the_tune_hands_on_the_start_point_its_parent_run_says_why_and_the_fine_tune_reads_it(mlflow_store,
+                                                                                             monkeypatch):
+    import types
+
+    import heardet.approaches.finetune.train
+    from heardet.approaches.finetune.train import FinetuneConfig, FinetuneCV, LabelledAudio
+    from heardet.approaches.finetune.tune import TuneConfig, best_params, log_result, tune
+    from heardet.cv import CVResult
+
+    def scripted_cv(examples, config, on_fold, **kwargs):  # the start point 0.940, any other point 0.942
+        folds = [0.9379, 0.9420] if config.head_lr == 1e-3 else [0.9379, 0.9460]
+        for fold, f1 in enumerate(folds):
+            on_fold(fold, 0.5, types.SimpleNamespace(macro_f1=f1))
+        return FinetuneCV(CVResult(tuple(types.SimpleNamespace(macro_f1=f1) for f1 in folds),
+                                   np.zeros(len(examples.labels))))
+
+    monkeypatch.setattr(heardet.approaches.finetune.train, "cross_validate", scripted_cv)
+    examples = LabelledAudio.from_arrays([np.zeros(1600, np.float32)] * 4, labels=[0, 1, 0, 1])
+    config = TuneConfig(encoder_lr_min=0, encoder_lr_max=0, n_trials=3, pruner="none", study_name="noise",
+                        start="head_lr=1e-3,dropout=0.2", select="one_se")
+    with mlflow.start_run() as parent:
+        result = tune(examples, config, FinetuneConfig(n_folds=2, encoder_lr=0.0), progress=False)
+        log_result(result, config)
+    assert result.top_trial.number != 0 and result.best_trial.number == 0, result.selection
+    run = mlflow.get_run(parent.info.run_id)
+    assert run.data.tags["best_trial_number"] == "0" and run.data.tags["top_trial_number"] != "0"
+    assert "within one standard error" in run.data.tags["selection"], run.data.tags["selection"]
+    assert run.data.metrics["top_value"] > run.data.metrics["best_value"] == pytest.approx(0.93995)
+    assert best_params(parent.info.run_id) == {"encoder_lr": 0.0, "head_lr": 1e-3, "dropout": 0.2}
+    assert mlflow.get_run(run.data.tags["best_trial_run_id"]).data.tags["best_trial"] == "true"
+
+
 def test_best_params_round_trip_through_the_parent_run(mlflow_store):
     from heardet.approaches.finetune.tune import best_params
 

@@ -3,7 +3,9 @@
 The objective of a trial is the fine-tune's cross-validated macro F1
 (:func:`heardet.approaches.finetune.train.cross_validate`), aggregated over folds as ``TuneConfig.metric`` says.
 Every fold reports the aggregate so far, so the median pruner can stop a trial that is
-already worse than the median of earlier trials at the same fold.
+already worse than the median of earlier trials at the same fold. The trial whose parameters the search
+hands on is the highest, or with ``TuneConfig.select="one_se"`` the start point unless the highest beats it by
+more than one standard error of its folds (:func:`select_trial`).
 
 Tracking: the caller's active MLflow run is the parent (the study); each trial is a nested
 run with its parameters, per-fold F1 and a ``trial_state`` tag. A trial that raises is
@@ -48,6 +50,9 @@ METRICS: dict[str, Callable[[list[float]], float]] = {
     "cv_macro_f1_median": statistics.median,
 }
 PRUNERS = ("median", "none")
+# Which trial a search hands on (TuneConfig.select): "best", the highest value; "one_se", the start point unless
+# the highest beats it by more than one standard error of its folds (the one-standard-error rule).
+SELECTIONS = ("best", "one_se")
 MEDIAN_STARTUP_TRIALS = 3  # trials that always run in full before the median pruner may stop one
 # FinetuneConfig fields that change what a trial's value means: a resumed study must keep them.
 OBJECTIVE_FIELDS = ("model", "n_folds", "epochs", "batch_size", "max_seconds", "freeze_encoder_steps",
@@ -83,6 +88,11 @@ class TuneConfig:
             :func:`default_storage`).
         start: a first trial at a known point, e.g. ``encoder_lr=3e-5,head_lr=1e-3,dropout=0.2``,
             before the sampler explores (empty = none); skipped when the study already has it.
+        select: which complete trial's parameters the search hands on (:func:`select_trial`): ``best``, the
+            highest value; ``one_se``, the :attr:`start` point's trial unless the highest beats it by more than
+            one standard error of the highest trial's per-fold values. With few folds on few clips the
+            highest of a handful of trials often leads by less than the folds disagree among themselves, and
+            ``one_se`` then keeps the known point rather than a lead the data cannot tell from noise.
     """
 
     encoder_lr_min: float = setting(1e-6, "a number > 0 (log scale), or 0 with encoder_lr_max 0 (frozen)",
@@ -106,6 +116,10 @@ class TuneConfig:
     start: str = setting("", "'' or name=value pairs of the searched parameters, e.g. "
                          "'encoder_lr=3e-5,head_lr=1e-3,dropout=0.2', each within its range",
                          lambda v: isinstance(v, str), "A first trial at these values (empty = none).")
+    select: str = setting("best", " or ".join(map(repr, SELECTIONS)) + " ('one_se' needs start)",
+                          one_of(*SELECTIONS),
+                          "The trial handed on: best (the highest value), or one_se (the start point unless the "
+                          "highest beats it by more than one standard error of its folds).")
 
     def __post_init__(self) -> None:
         if has_password(self.storage):  # said without the value: validate() would echo it
@@ -125,6 +139,8 @@ class TuneConfig:
             start_ok = False
         checks["start"] = (start_ok, "'' or name=value pairs of " + ", ".join(self.search_space())
                            + ", each within its range (e.g. 'head_lr=1e-3,dropout=0.2')")
+        checks["select"] = (self.select != "one_se" or bool(self.start.strip()),
+                            "'best', or 'one_se' together with a start point (start) to keep within noise")
         validate(self, checks)
 
     def start_point(self) -> dict[str, float]:
@@ -167,15 +183,20 @@ def check_stage_b(config: TuneConfig, top_layers: int) -> None:
 
 @dataclass(frozen=True)
 class TuneResult:
-    """What one :func:`tune` call did, and the study's best trial so far.
+    """What one :func:`tune` call did, and the trial it hands on.
 
     Attributes:
         study: the Optuna study (all trials, this call's and earlier ones).
         trials: the trials this call ran, in order.
-        best_trial: the study's best complete trial, or None when none completed.
+        best_trial: the complete trial whose parameters the search hands on (:func:`select_trial`: the highest,
+            or with ``select="one_se"`` the start point where the highest leads within noise), or None when no
+            trial completed.
         best_run_id: the MLflow run of ``best_trial`` (None when unknown).
         storage: the storage URL, password hidden.
         seconds: wall time of the search.
+        top_trial: the study's complete trial of the highest value (``best_trial`` unless ``one_se`` kept the
+            start point).
+        selection: why ``best_trial`` was handed on, in a sentence.
     """
 
     study: optuna.Study
@@ -184,6 +205,8 @@ class TuneResult:
     best_run_id: str | None
     storage: str
     seconds: float
+    top_trial: optuna.trial.FrozenTrial | None
+    selection: str
 
     def count(self, state: str) -> int:
         """This call's trials in ``state`` (``COMPLETE``, ``PRUNED``, ``FAIL``)."""
@@ -376,13 +399,50 @@ def tune(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig, data
                    callbacks=[_progress_logger(config, numbers)], show_progress_bar=progress)
     seconds = time.perf_counter() - started
     trials = tuple(t for t in study.get_trials(deepcopy=False) if t.number in set(numbers))
-    try:
-        best = study.best_trial
-    except ValueError:  # no complete trial in the whole study
-        best = None
+    best, top, selection = select_trial(study, config)
     best_run = best.user_attrs.get("mlflow_run_id") if best else None
     storage = redact(config.storage or default_storage())
-    return TuneResult(study, trials, best, best_run, storage, seconds)
+    return TuneResult(study, trials, best, best_run, storage, seconds, top, selection)
+
+
+def select_trial(study: optuna.Study, config: TuneConfig) -> tuple[optuna.trial.FrozenTrial | None,
+                                                                   optuna.trial.FrozenTrial | None, str]:
+    """The complete trial a search hands on, the highest complete trial, and why the first was chosen.
+
+    With ``config.select="best"`` both are the highest (Optuna's best trial). With ``"one_se"`` the start
+    point's trial (:attr:`TuneConfig.start`) is handed on unless the highest trial's value exceeds its value by
+    more than one standard error of the highest trial's per-fold values (their sample standard deviation over
+    the square root of the folds): the one-standard-error rule of model selection, with the known point in the
+    place of the simplest model. Where that cannot be judged (no complete start trial, fewer than two folds, a
+    trial from before per-fold values were kept) the highest is handed on, and the reason says so.
+    """
+    try:
+        top = study.best_trial
+    except ValueError:  # no complete trial in the whole study
+        return None, None, "no trial completed"
+    highest = f"the highest {config.metric} ({top.value:.4f}, trial {top.number})"
+    if config.select == "best":
+        return top, top, highest
+    import optuna
+
+    point = config.start_point()
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    start = next((t for t in complete if t.params == point), None)  # as tune() finds it before enqueueing
+    if start is None:
+        return top, top, f"{highest}: the start point has no complete trial to keep"
+    if start.number == top.number:
+        return top, top, f"{highest}, the start point"
+    folds = top.user_attrs.get("fold_values") or []
+    if len(folds) < 2:
+        return top, top, f"{highest}: its per-fold values are not recorded, so its lead cannot be judged"
+    error = statistics.stdev(folds) / len(folds) ** 0.5
+    lead = top.value - start.value
+    if lead > error:
+        return top, top, (f"{highest}: it leads the start point (trial {start.number}, {start.value:.4f}) by "
+                          f"{lead:.4f}, more than one standard error of its {len(folds)} folds ({error:.4f})")
+    return start, top, (f"the start point (trial {start.number}, {config.metric} {start.value:.4f}): the highest, "
+                        f"trial {top.number} ({top.value:.4f}), leads it by {lead:.4f}, within one standard error of "
+                        f"its {len(folds)} folds ({error:.4f})")
 
 
 def log_stage_seconds(extra: dict, per_fold: bool = True) -> None:
@@ -454,6 +514,7 @@ def _objective(examples: LabelledAudio, config: TuneConfig, base: FinetuneConfig
             cv = train.cross_validate(examples, config=ft_config, encoder_factory=encoder_factory,
                                       progress=progress, on_step=on_step, on_fold=on_fold).result
             value = float(aggregate(cv.fold_f1))
+            trial.set_user_attr("fold_values", [float(f) for f in cv.fold_f1])  # select_trial's standard error
             mlflow.log_metrics({**{name: float(fn(cv.fold_f1)) for name, fn in METRICS.items()},
                                 "cv_macro_f1_std": cv.std_f1, "cv_threshold": cv.threshold})
             log_stage_seconds(cv.extra)
@@ -481,7 +542,7 @@ def _progress_logger(config: TuneConfig,
                      numbers: list[int]) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
     def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         try:
-            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+            best = f"highest {study.best_value:.4f} (trial {study.best_trial.number})"
         except ValueError:
             best = "no complete trial yet"
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
@@ -496,9 +557,10 @@ def log_result(result: TuneResult, config: TuneConfig) -> None:
     """Summarise a search on the active (parent) run.
 
     Logs ``n_complete`` / ``n_pruned`` / ``n_failed`` (this call's trials), ``n_trials_study``,
-    ``tune_seconds``; for the study's best trial ``best_encoder_lr`` / ``best_head_lr`` /
-    ``best_dropout`` params, ``best_value``, tags ``best_trial_run_id`` and ``best_trial_number``,
-    and tags that trial's run ``best_trial=true``; Optuna's plots under ``plots/``.
+    ``tune_seconds``; for the trial the search hands on (:func:`select_trial`) ``best_encoder_lr`` /
+    ``best_head_lr`` / ``best_dropout`` params, ``best_value``, tags ``best_trial_run_id``, ``best_trial_number``
+    and ``selection`` (why that trial), and tags that trial's run ``best_trial=true``; the highest trial's
+    ``top_value`` and ``top_trial_number``; Optuna's plots under ``plots/``.
     """
     import mlflow
 
@@ -514,12 +576,14 @@ def log_result(result: TuneResult, config: TuneConfig) -> None:
         mlflow.set_tag("best_trial", "none: no trial completed")
     else:
         log_params({f"best_{name}": value for name, value in result.best_params.items()})
-        mlflow.log_metric("best_value", float(best.value))
-        mlflow.set_tag("best_trial_number", str(best.number))
+        top = result.top_trial
+        mlflow.log_metrics({"best_value": float(best.value), "top_value": float(top.value)})
+        mlflow.set_tags({"best_trial_number": str(best.number), "top_trial_number": str(top.number),
+                         "selection": result.selection})
         if result.best_run_id:
             mlflow.set_tag("best_trial_run_id", result.best_run_id)
             _mark_best_run(study, result.best_run_id)
-        logger.info("best trial %d: %s=%.4f with %s", best.number, config.metric, best.value,
+        logger.info("trial %d handed on, %s: %s", best.number, result.selection,
                     ", ".join(f"{k}={v:.3g}" for k, v in best.params.items()))
     figures, notes = study_figures(study, config.metric)
     for name, figure in figures.items():
