@@ -72,8 +72,7 @@ def main(data, **options) -> None:
             raise click.ClickException(
                 f"no trial of study {search.study_name!r} completed ({result.count('FAIL')} failed, "
                 f"{result.count('PRUNED')} pruned here); see the trial runs' `error` tag")
-        logging.getLogger("heardet").info("handed on: %s (trial run %s), %s", result.best_params, result.best_run_id,
-                                          result.selection)
+        logging.getLogger("heardet").info("handed on: %s (trial run %s)", result.best_params, result.best_run_id)
 
 
 def warn_of_logged_password() -> None:

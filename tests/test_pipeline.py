@@ -45,6 +45,8 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
     assert float(finetune["params.feature_dropout"]) == PROFILES["smoke"].feature_dropout > 0  # carried through
     tune = children[children["tags.approach"] == "tune"].iloc[0]
     assert tune["params.study_name"] == study_name(PROFILES["smoke"]) != study_name(PROFILES["quick"])
+    assert tune["params.select"] == PROFILES["smoke"].tune_select == "one_se"  # the tune's selection rule
+    assert tune["tags.selection"], "the tune says which trial it handed on, and why"
     assert float(finetune["params.style_mix"]) == float(tune["params.style_mix"]) == PROFILES["smoke"].style_mix > 0
     assert finetune["params.frame_head"] == tune["params.frame_head"] == PROFILES["smoke"].frame_head == "gru"
     assert finetune["params.center"] == tune["params.center"] == str(PROFILES["smoke"].center).lower() == "true"

@@ -583,8 +583,8 @@ def log_result(result: TuneResult, config: TuneConfig) -> None:
         if result.best_run_id:
             mlflow.set_tag("best_trial_run_id", result.best_run_id)
             _mark_best_run(study, result.best_run_id)
-        logger.info("trial %d handed on, %s: %s", best.number, result.selection,
-                    ", ".join(f"{k}={v:.3g}" for k, v in best.params.items()))
+        logger.info("handed on %s: %s", ", ".join(f"{k}={v:.3g}" for k, v in best.params.items()),
+                    result.selection)
     figures, notes = study_figures(study, config.metric)
     for name, figure in figures.items():
         mlflow.log_figure(figure, f"plots/{name}.png")
