@@ -146,7 +146,8 @@ PROFILES = {
                      frame_head="gru", encoder_lr=(0.0, 0.0), top_layers=1, top_epochs=1, feature_dropout=0.3, style_mix=0.5,
                      outside_weight=0.5, hard_negative_weight=2.0, center=True, heads=2, head_vote="min", average_epochs=1,
                      tune_start=FROZEN_START, loeo=True, tune_trials=2, tune_folds=2, tune_max_train_clips=0,
-                     tune_select="one_se", stage_b_lr=1e-4, fits=2, fit_stage_a="shared", fit_merge="average", fold_stage_b=False),
+                     tune_select="one_se", stage_b_lr=1e-4, fits=2, fit_stage_a="shared", fit_merge="average",
+                     fold_stage_b=False),
 }
 
 
@@ -270,8 +271,8 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
     tuned = {**shared, "top_layers": 0} if p.frozen_tune else shared  # a frozen tune's trials are stage (a)
     tune = stage("tune", "tune", data=data, n_trials=p.tune_trials, n_folds=p.tune_folds,
                  max_train_clips=p.tune_max_train_clips, study_name=study_name(p),
-                 encoder_lr_min=p.encoder_lr[0], encoder_lr_max=p.encoder_lr[1], start=p.tune_start, select=p.tune_select,
-                 **tuned)
+                 encoder_lr_min=p.encoder_lr[0], encoder_lr_max=p.encoder_lr[1], start=p.tune_start,
+                 select=p.tune_select, **tuned)
     stage_b = {"encoder_lr": p.stage_b_lr} if p.top_layers and p.frozen_tune else {}  # else the tune's
     finetune = stage("approach 3: finetune", "finetune", data=data, out=out, n_folds=p.finetune_folds,
                      max_train_clips=p.max_train_clips, params_from=tune.run_id, loeo=str(p.loeo).lower(),
