@@ -127,8 +127,9 @@ PROFILES = {
     #   head"; not yet run end to end.
     # - tune_select=one_se: its tune's highest trial led the start point by 0.002 of CV F1 in two end-to-end runs,
     #   where its two folds differ by 0.008, and with that trial's head settings leave-one-engine-out without
-    #   espeak-ng scored 0.862 against the start point's 0.916 (benchmarks/README.md); the one-standard-error rule
-    #   keeps the start point unless a trial's lead is larger than its folds' noise.
+    #   espeak-ng scored 0.862 against the start point's 0.897 on the same clips (benchmarks/README.md, "The tune's
+    #   one-standard-error rule in the full profile"); the one-standard-error rule keeps the start point unless a
+    #   trial's lead is larger than its folds' noise.
     # End to end: benchmarks/README.md, "The full profile end to end on 4800 train clips".
     "full": Profile("full", n_train=4800, n_test=1000, festival_fraction=0.34, rhvoice_fraction=0.33,
                     transcript_train_clips=1000,
