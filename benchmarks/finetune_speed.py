@@ -7,9 +7,13 @@ Measures, for Whisper MODEL's encoder classifier on clips from DATA:
 - peak resident memory of the process;
 - with ``--fits N``, inference speed of the frame model (GRU head on every layer's output) with one fit and
   with N fits of ``--fit-layers`` top layers each (``FinetuneConfig.fits``), over the same clips: the
-  weights are untrained, which costs what trained ones do.
+  weights are untrained, which costs what trained ones do;
+- with ``--head-clips N``, a stage (a) training step of the full profile's frame head (every layer's output, the
+  GRU head, feature dropout 0.3, batch 16) on the cached encoder states of N train clips (their first 8 s), with
+  the GRU's two directions run by ``gru_pair`` (what training uses on a CPU) and by the two ``nn.GRU`` modules
+  one after the other, side by side on the same batches.
 
-    python benchmarks/finetune_speed.py data --model whisper-base --clips 40 [--fits 3 --fit-layers 5]
+    python benchmarks/finetune_speed.py data --model whisper-base --clips 40 [--fits 3 --fit-layers 5] [--head-clips 320]
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from heardet.approaches.finetune import model as model_module
+from heardet.approaches.finetune.features import FeatureCache, encode_clips
 from heardet.approaches.finetune.model import (
     collate,
     load_pretrained,
     log_mel,
     predict_audio,
 )
+from heardet.approaches.finetune.train import FinetuneConfig, train_head
 from heardet.audio import SAMPLE_RATE, load_audio
 
 
@@ -54,6 +61,38 @@ def step_seconds(model, fe, audios, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def head_step_seconds(name: str, data: Path, clips: int) -> dict[str, float]:
+    """Seconds per stage (a) step of the full profile's GRU frame head on ``clips`` train clips' cached states,
+    with ``gru_pair`` and with the two ``nn.GRU`` modules called one after the other (one epoch each)."""
+    config = FinetuneConfig(model=name, pooling="frames", layers="all", frame_head="gru", feature_dropout=0.3,
+                            epochs=1, batch_size=16, head_lr=1e-3, max_seconds=8.0, average_epochs=0)
+    base, fe = load_pretrained(name)
+    audios = [load_audio(p)[: 8 * SAMPLE_RATE] for p in sorted((data / "wav_train").glob("*.wav"))[:clips]]
+    states = encode_clips(base.with_head("frames", "all", "gru"), fe, audios, cache=FeatureCache(), progress=False)
+    labels = np.array([i % 2 for i in range(len(states))])
+    paired = model_module.gru_pair
+
+    def one_by_one(first, second, x_first, x_second):
+        return first(x_first)[0], second(x_second)[0]
+
+    result = {}
+    try:
+        for label, recurrence in (("gru_pair", paired), ("two_modules", one_by_one)):
+            model_module.gru_pair = recurrence
+            torch.manual_seed(0)
+            frames = base.with_head("frames", "all", "gru")
+            frames.channel_dropout.p = config.feature_dropout
+            start = time.perf_counter()
+            steps = train_head(frames, states, labels, config, progress=False)
+            result[f"head_step_s_{label}"] = round((time.perf_counter() - start) / steps, 4)
+    finally:
+        model_module.gru_pair = paired
+    result["head_frames_mean"] = round(float(np.mean([s.shape[-2] for s in states])), 1)
+    result["head_steps"] = steps
+    result["speedup_head_step"] = round(result["head_step_s_two_modules"] / result["head_step_s_gru_pair"], 2)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
@@ -61,6 +100,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=40, help="test clips scored each way")
     parser.add_argument("--fits", type=int, default=1, help="also time the frame model with one fit and with N")
     parser.add_argument("--fit-layers", type=int, default=5, help="top encoder layers each fit has of its own")
+    parser.add_argument("--head-clips", type=int, default=0,
+                        help="also time the full profile's frame head training on N train clips' cached states")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/finetune_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -88,6 +129,8 @@ def main() -> None:
             predict_audio(frames, fe, test, max_seconds=10.0, batch_size=8)
             result[f"infer_x_real_time_frames_{n}_fits"] = round(audio_s / (time.perf_counter() - start), 2)
         result["fit_layers"] = args.fit_layers
+    if args.head_clips:
+        result.update(head_step_seconds(args.model, args.data, args.head_clips))
     result["speedup_train"] = round(result["step_s_padded_30s"] / result["step_s_content"], 2)
     result["speedup_infer"] = round(result["infer_x_real_time_content"] / result["infer_x_real_time_padded_30s"], 2)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

