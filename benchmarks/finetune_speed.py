@@ -11,15 +11,19 @@ Measures, for Whisper MODEL's encoder classifier on clips from DATA:
 - with ``--head-clips N``, a stage (a) training step of the full profile's frame head (every layer's output, the
   GRU head, feature dropout 0.3, batch 16) on the cached encoder states of N train clips (their first 8 s), with
   the GRU's two directions run by ``gru_pair`` (what training uses on a CPU) and by the two ``nn.GRU`` modules
-  one after the other, side by side on the same batches.
+  one after the other, side by side on the same batches; with ``--top-layers K`` too, a stage (b) step (the
+  encoder's top K layers run again from the cached states and trained with the head) in float32 and in bf16
+  autocast (``FinetuneConfig.cpu_bf16``, on a CPU with AMX).
 
-    python benchmarks/finetune_speed.py data --model whisper-base --clips 40 [--fits 3 --fit-layers 5] [--head-clips 320]
+    python benchmarks/finetune_speed.py data --model whisper-base --clips 40 [--fits 3 --fit-layers 5]
+        [--head-clips 320 [--top-layers 5]]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import resource
 import statistics
@@ -61,9 +65,10 @@ def step_seconds(model, fe, audios, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def head_step_seconds(name: str, data: Path, clips: int) -> dict[str, float]:
+def head_step_seconds(name: str, data: Path, clips: int, top_layers: int = 0) -> dict[str, float]:
     """Seconds per stage (a) step of the full profile's GRU frame head on ``clips`` train clips' cached states,
-    with ``gru_pair`` and with the two ``nn.GRU`` modules called one after the other (one epoch each)."""
+    with ``gru_pair`` and with the two ``nn.GRU`` modules called one after the other (one epoch each); with
+    ``top_layers``, seconds per stage (b) step in float32 and with ``cpu_bf16``."""
     config = FinetuneConfig(model=name, pooling="frames", layers="all", frame_head="gru", feature_dropout=0.3,
                             epochs=1, batch_size=16, head_lr=1e-3, max_seconds=8.0, average_epochs=0)
     base, fe = load_pretrained(name)
@@ -87,6 +92,17 @@ def head_step_seconds(name: str, data: Path, clips: int) -> dict[str, float]:
             result[f"head_step_s_{label}"] = round((time.perf_counter() - start) / steps, 4)
     finally:
         model_module.gru_pair = paired
+    if top_layers:
+        result["cpu_has_bf16_units"] = model_module.cpu_has_bf16_units()
+        for label, bf16 in (("float32", False), ("cpu_bf16", True)):
+            stage_b = dataclasses.replace(config, encoder_lr=2e-5, top_layers=top_layers, top_epochs=1, cpu_bf16=bf16)
+            torch.manual_seed(0)
+            frames = base.with_head("frames", "all", "gru")
+            start = time.perf_counter()
+            steps_b = train_head(frames, states, labels, stage_b, progress=False, top_layers=top_layers)
+            result[f"top{top_layers}_step_s_{label}"] = round((time.perf_counter() - start) / steps_b, 4)
+        result[f"speedup_top{top_layers}_step"] = round(result[f"top{top_layers}_step_s_float32"]
+                                                        / result[f"top{top_layers}_step_s_cpu_bf16"], 2)
     result["head_frames_mean"] = round(float(np.mean([s.shape[-2] for s in states])), 1)
     result["head_steps"] = steps
     result["speedup_head_step"] = round(result["head_step_s_two_modules"] / result["head_step_s_gru_pair"], 2)
@@ -102,6 +118,8 @@ def main() -> None:
     parser.add_argument("--fit-layers", type=int, default=5, help="top encoder layers each fit has of its own")
     parser.add_argument("--head-clips", type=int, default=0,
                         help="also time the full profile's frame head training on N train clips' cached states")
+    parser.add_argument("--top-layers", type=int, default=0,
+                        help="with --head-clips, also time a stage (b) step on this many top layers, float32 and bf16")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/finetune_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -130,7 +148,7 @@ def main() -> None:
             result[f"infer_x_real_time_frames_{n}_fits"] = round(audio_s / (time.perf_counter() - start), 2)
         result["fit_layers"] = args.fit_layers
     if args.head_clips:
-        result.update(head_step_seconds(args.model, args.data, args.head_clips))
+        result.update(head_step_seconds(args.model, args.data, args.head_clips, args.top_layers))
     result["speedup_train"] = round(result["step_s_padded_30s"] / result["step_s_content"], 2)
     result["speedup_infer"] = round(result["infer_x_real_time_content"] / result["infer_x_real_time_padded_30s"], 2)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -12,7 +12,8 @@ the top layer, ``fulla5b1``, or on the top five, ``fulla5b5``, and that with two
 the encoder stage b left, all three calling a clip (``head_vote=min``), ``fulla5b5m3``, or with near misses weighted
 twice in both stages, ``fulla5b5h2``, and three whole ``fulla5b5`` fits, each with top layers of its own,
 ``fulla5b5f3``, and those three with the first one's stage (a) head, ``fulla5b5f3s``, and those averaged into one
-fit with two more heads on it, all three calling a clip (``head_vote=min``), ``fulla5b5f3am3``; ``a`` and ``full`` with each training positive's frames away from its phrase also trained as
+fit with two more heads on it, all three calling a clip (``head_vote=min``), ``fulla5b5f3am3``, and that with stage
+b's steps in bf16 autocast on a CPU with AMX (``cpu_bf16``), ``fulla5b5f3am3bf``; ``a`` and ``full`` with each training positive's frames away from its phrase also trained as
 "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
@@ -150,6 +151,8 @@ RECIPES["fulla5b5f3am3"] = ("3 the fulla5b5f3s row, its three fits' weights aver
                             "only when every head calls it (head_vote=min)",
                             dataclasses.replace(RECIPES["fulla5b5f3s"][1], fit_merge="average", heads=3,
                                                 head_vote="min"))
+RECIPES["fulla5b5f3am3bf"] = ("3 the fulla5b5f3am3 row, stage (b)'s training steps in bf16 autocast on a CPU with AMX "
+                              "(cpu_bf16)", dataclasses.replace(RECIPES["fulla5b5f3am3"][1], cpu_bf16=True))
 ENSEMBLE_MEMBER = "full"  # the fine-tune the full profile's main job registers, beside the rule and CatBoost
 
 

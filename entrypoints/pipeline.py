@@ -69,6 +69,7 @@ class Profile:
     fit_stage_a: str = "own"  # own | shared: whether each fit trains a stage (a) head of its own
     fit_merge: str = "vote"  # vote | average: keep every fit, or one of their mean weights (fit_stage_a=shared)
     fold_stage_b: bool = True  # the fine-tune's folds and leave-one-engine-out fits train stage (b) too
+    cpu_bf16: bool = False  # the fine-tune's stage (b) steps in bf16 autocast on a CPU with AMX (FinetuneConfig)
 
     def __post_init__(self) -> None:
         if self.top_layers and self.frozen_tune and self.stage_b_lr <= 0:
@@ -148,7 +149,7 @@ PROFILES = {
                      outside_weight=0.5, hard_negative_weight=2.0, center=True, heads=2, head_vote="min", average_epochs=1,
                      tune_start=FROZEN_START, loeo=True, tune_trials=2, tune_folds=2, tune_max_train_clips=0,
                      tune_select="one_se", stage_b_lr=1e-4, fits=2, fit_stage_a="shared", fit_merge="average",
-                     fold_stage_b=False),
+                     fold_stage_b=False, cpu_bf16=True),
 }
 
 
@@ -278,7 +279,8 @@ def run_pipeline(profile: str = "quick", data: str | Path = "data", out: str | P
     finetune = stage("approach 3: finetune", "finetune", data=data, out=out, n_folds=p.finetune_folds,
                      max_train_clips=p.max_train_clips, params_from=tune.run_id, loeo=str(p.loeo).lower(),
                      heads=p.heads, head_vote=p.head_vote, fits=p.fits, fit_stage_a=p.fit_stage_a,
-                     fit_merge=p.fit_merge, fold_stage_b=str(p.fold_stage_b).lower(), **stage_b, **shared)
+                     fit_merge=p.fit_merge, fold_stage_b=str(p.fold_stage_b).lower(),
+                     cpu_bf16=str(p.cpu_bf16).lower(), **stage_b, **shared)
     members = ",".join(r.model_uri for r in (rule, catboost, finetune) if r.model_uri)
     ensemble = stage("approach 4: ensemble", "ensemble", data=data, out=out, members=members)
     name, version = ensemble.model_uri.removeprefix("models:/").split("/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -612,6 +613,36 @@ def test_shared_fits_averaged_leave_one_fit_of_their_mean_weights_that_saves_and
     loaded = load_classifier(both.save(tmp_path / "headed", headed))
     assert (loaded.model.fits, loaded.model.heads, loaded.model.head_vote) == (1, 2, "min")
     np.testing.assert_allclose([s.score for s in loaded.predict(audios)], from_cache, atol=2e-3)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpu_bf16_runs_stage_b_steps_in_bf16_autocast_where_the_cpu_has_amx_and_says_when_it_cannot(
+        tiny_whisper, monkeypatch, tmp_path, caplog, amx):
+    from heardet.approaches.finetune import model as model_module
+    from heardet.approaches.finetune import train
+
+    _, examples, one = stage_b_clips(monkeypatch, tmp_path)
+    config = dataclasses.replace(one, cpu_bf16=True)
+    monkeypatch.setattr(model_module, "cpu_has_bf16_units", lambda: amx)
+    monkeypatch.setattr(train, "cpu_has_bf16_units", lambda: amx)
+    seen: dict[int, set] = {0: set(), 1: set()}  # top_layers -> autocast dtypes of the training steps' forwards
+    classify_cached = EncoderClassifier.classify_cached
+
+    def spy(self, hidden, valid, top_layers=0):
+        if torch.is_grad_enabled():
+            seen[top_layers].add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return classify_cached(self, hidden, valid, top_layers)
+
+    monkeypatch.setattr(EncoderClassifier, "classify_cached", spy)
+    with caplog.at_level(logging.WARNING):
+        fitted = fit(examples, config, tiny_factory(tiny_whisper), progress=False)
+    assert seen[0] == {None}, "stage (a) trains in float32"
+    assert seen[1] == ({torch.bfloat16} if amx else {None}), seen
+    assert ("cpu_bf16=True has no effect here" in caplog.text) is not amx, caplog.text
+    assert all(p.dtype == torch.float32 for p in fitted.model.parameters()), "the weights stay float32"
+    with pytest.raises(ValueError, match=r"FinetuneConfig\.cpu_bf16=True is invalid; allowed: False, or True with "
+                                         r"top_layers > 0"):
+        dataclasses.replace(one, top_layers=0, encoder_lr=0.0, cpu_bf16=True)
 
 
 def test_stage_b_settings_that_cannot_work_are_refused_naming_the_field(tiny_whisper):

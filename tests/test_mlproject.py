@@ -28,7 +28,7 @@ def test_entry_point_command_matches_its_click_options(name):
     assert words[:1] == ["python"] and words[1].startswith("entrypoints/"), command
     main = load_command(words[1])
     options = {opt for p in main.params for opt in p.opts}
-    passed = re.findall(r"(--[a-z-]+) \{(\w+)\}", command)
+    passed = re.findall(r"(--[a-z0-9-]+) \{(\w+)\}", command)
     assert {param for _, param in passed} == set(entry.get("parameters", {})), "every parameter is passed once"
     for flag, param in passed:
         assert flag in options, f"{name}: {flag} (for {param}) is not an option of {words[1]}"

@@ -44,6 +44,7 @@ from heardet.approaches.finetune.model import (
     EncoderClassifier,
     autocast,
     collate,
+    cpu_has_bf16_units,
     load_pretrained,
     log_mel,
     peak_time,
@@ -175,6 +176,11 @@ class FinetuneConfig:
             leave-one-engine-out fits train it too (True), or stage (a) only, on the frozen encoder (False, with
             ``refit="all"``): their scores then stand for the stage (a) model, below the final one, for a fraction
             of the minutes.
+        cpu_bf16: with stage (b) (``top_layers > 0``) on a CPU that multiplies bf16 matrices in hardware (Intel
+            AMX tiles), stage (b)'s training steps run in bf16 autocast, as every step does on CUDA: the encoder's
+            top layers train in about half the time (``benchmarks/README.md``). The weights stay float32; the
+            states that heads train on after stage (b), and scoring, stay float32. On a CPU without AMX it has no
+            effect (a warning says so): bf16 there would be slower than float32.
         average_epochs: stage (a) ends with each head's weights (and the layer mix's) set to their mean over the
             ends of its last ``average_epochs`` epochs instead of their last values (0 = off): an average of the
             heads a run passes through, which a seed's luck sways less. It costs no training time.
@@ -246,6 +252,9 @@ class FinetuneConfig:
     fold_stage_b: bool = setting(True, "True or False", is_bool,
                                  "top_layers > 0: the folds and leave-one-engine-out fits train stage (b) too "
                                  "(False: stage (a) only)")
+    cpu_bf16: bool = setting(False, "True or False", is_bool,
+                             "top_layers > 0 on a CPU with AMX (bf16 matrix units): stage (b)'s training steps run in "
+                             "bf16 autocast")
     average_epochs: int = setting(0, "an integer >= 0 (0 = off)", is_int(0),
                                   "Stage (a)'s head ends as the mean of its weights at its last N epochs' ends.")
     threshold: float = setting(0.5, "a number in (0, 1), or -1", is_threshold,
@@ -289,6 +298,8 @@ class FinetuneConfig:
             "fold_stage_b": (self.fold_stage_b or (self.top_layers > 0 and self.refit == "all"),
                              "True, or False with top_layers > 0 (stage (b)) and refit='all' (the folds then train "
                              "stage (a) only, and a best fold's model would be the final one)"),
+            "cpu_bf16": (not self.cpu_bf16 or self.top_layers > 0,
+                         "False, or True with top_layers > 0 (it applies to stage (b)'s training steps)"),
             "average_epochs": (self.average_epochs <= self.epochs and (self.average_epochs == 0 or self.cached),
                                f"0, or at most epochs ({self.epochs}) with cached states (encoder_lr=0, or "
                                "top_layers > 0): the average is of stage (a)'s heads"),
@@ -547,6 +558,10 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
         groups.append({"params": top, "lr": config.encoder_lr})
         trained = trained + top
     optimizer = torch.optim.Adam(groups)
+    bf16 = bool(top_layers) and config.cpu_bf16
+    if bf16 and device.type == "cpu" and not cpu_has_bf16_units():
+        logger.warning("FinetuneConfig.cpu_bf16=True has no effect here: this CPU has no AMX tiles (bf16 matrix "
+                       "units), so stage (b) trains in float32")
     n, step = len(states), first_step
     epochs = config.top_epochs if top_layers else config.epochs
     averaged = 0 if top_layers else config.average_epochs
@@ -567,7 +582,7 @@ def train_head(model: EncoderClassifier, states: Sequence[np.ndarray], labels: n
                 rows = batches[k]
                 hidden, valid = pad_states([states[i] for i in rows], device)
                 target = torch.as_tensor(labels[rows], dtype=torch.long, device=device)
-                with autocast(device):
+                with autocast(device, cpu_bf16=bf16):
                     logits, frames = model.classify_cached(hidden, valid, top_layers)
                 loss = _clip_loss(logits, target, weights, rows)
                 if outside is not None and config.outside_weight > 0:
