@@ -1,7 +1,7 @@
 """Two one-way GRUs run side by side for training on a CPU: the recurrence of the GRU frame head.
 
 On a CPU, autograd through ``nn.GRU`` records some ten small operations per frame and direction and replays
-them one by one backwards, so the recurrence took about a third of a stage (a) training step of the GRU frame
+them one by one backwards, so the recurrence took about two fifths of a stage (a) training step of the GRU frame
 head. :func:`gru_pair` computes what the two modules give called one after the other, with both directions in one
 batched matrix product per frame, and a backward pass written out (:class:`_PairRecurrence`) that keeps only the
 recurrence in its loop over the frames and takes every other product in bulk. ``benchmarks/finetune_speed.py

@@ -733,7 +733,7 @@ def collate(features: Sequence[np.ndarray],
 
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles). There, bf16 autocast trains the
-    encoder's layers in about half the time of float32; without them it would be slower."""
+    encoder's layers in a little over half the time of float32; without them it would be slower."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent means unknown
     return bool(probe is not None and probe())
 

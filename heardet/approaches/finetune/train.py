@@ -178,7 +178,7 @@ class FinetuneConfig:
             of the minutes.
         cpu_bf16: with stage (b) (``top_layers > 0``) on a CPU that multiplies bf16 matrices in hardware (Intel
             AMX tiles), stage (b)'s training steps run in bf16 autocast, as every step does on CUDA: the encoder's
-            top layers train in about half the time (``benchmarks/README.md``). The weights stay float32; the
+            top layers train in a little over half the time (``benchmarks/README.md``). The weights stay float32; the
             states that heads train on after stage (b), and scoring, stay float32. On a CPU without AMX it has no
             effect (a warning says so): bf16 there would be slower than float32.
         average_epochs: stage (a) ends with each head's weights (and the layer mix's) set to their mean over the
