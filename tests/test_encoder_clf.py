@@ -640,6 +640,8 @@ def test_cpu_bf16_runs_stage_b_steps_in_bf16_autocast_where_the_cpu_has_amx_and_
     assert seen[1] == ({torch.bfloat16} if amx else {None}), seen
     assert ("cpu_bf16=True has no effect here" in caplog.text) is not amx, caplog.text
     assert all(p.dtype == torch.float32 for p in fitted.model.parameters()), "the weights stay float32"
+    assert train.one_head(config).cpu_bf16, "folds that train stage (b) train it in bf16 too"
+    assert not train.one_head(dataclasses.replace(config, fold_stage_b=False)).cpu_bf16, "stage (a)-only folds"
     with pytest.raises(ValueError, match=r"FinetuneConfig\.cpu_bf16=True is invalid; allowed: False, or True with "
                                          r"top_layers > 0"):
         dataclasses.replace(one, top_layers=0, encoder_lr=0.0, cpu_bf16=True)

@@ -809,7 +809,7 @@ def one_head(config: FinetuneConfig) -> FinetuneConfig:
     mean of several. With ``fold_stage_b=False`` they train stage (a) only, on the frozen encoder."""
     held = dataclasses.replace(config, heads=1, fits=1, fit_stage_a="own", fit_merge="vote")
     if not config.fold_stage_b:
-        held = dataclasses.replace(held, top_layers=0, encoder_lr=0.0, fold_stage_b=True)
+        held = dataclasses.replace(held, top_layers=0, encoder_lr=0.0, fold_stage_b=True, cpu_bf16=False)
     return held
 
 
