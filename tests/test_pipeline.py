@@ -63,7 +63,7 @@ def test_main_entry_point_runs_every_stage_and_serves_the_promoted_ensemble(tmp_
         == (smoke.fits, smoke.fit_stage_a, "false") == (2, "shared", "false")
     assert (finetune["params.fit_merge"], int(finetune["params.heads"])) == (smoke.fit_merge, smoke.heads) \
         == ("average", 2)  # the fits merged into one, then a second head on it
-    assert finetune["params.cpu_bf16"] == str(smoke.cpu_bf16) == "True"  # stage (b)'s steps in bf16 (with AMX)
+    assert finetune["params.cpu_bf16"] == str(smoke.cpu_bf16).lower() == "true"  # stage (b)'s steps in bf16 (with AMX)
     assert finetune["metrics.final_fit_top_seconds"] > 0 and "metrics.cv_fold_head_seconds" in finetune
     assert pd.isna(finetune.get("metrics.cv_fold_top_seconds")), "the folds trained stage (b)"
     assert int(finetune["params.average_epochs"]) == int(tune["params.average_epochs"]) \
