@@ -13,7 +13,8 @@ the encoder stage b left, all three calling a clip (``head_vote=min``), ``fulla5
 twice in both stages, ``fulla5b5h2``, and three whole ``fulla5b5`` fits, each with top layers of its own,
 ``fulla5b5f3``, and those three with the first one's stage (a) head, ``fulla5b5f3s``, and those averaged into one
 fit with two more heads on it, all three calling a clip (``head_vote=min``), ``fulla5b5f3am3``, and that with stage
-b's steps in bf16 autocast on a CPU with AMX (``cpu_bf16``), ``fulla5b5f3am3bf``; ``a`` and ``full`` with each training positive's frames away from its phrase also trained as
+b's steps in bf16 autocast on a CPU with AMX (``cpu_bf16``), ``fulla5b5f3am3bf``; ``a`` and ``full`` with each
+training positive's frames away from its phrase also trained as
 "no phrase" (``outside_weight``), ``ao`` and ``fullo``; stage a followed
 by stage b on the encoder's top layer or top two layers), and approach 4 (the ensemble the ``ensemble`` entry point would choose from the
 members' out-of-fold scores, with ``full`` as the fine-tune member, applied to their test scores).
