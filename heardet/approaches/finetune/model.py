@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -731,6 +732,7 @@ def collate(features: Sequence[np.ndarray],
     return (torch.from_numpy(batch).to(device), torch.tensor(lengths, dtype=torch.long, device=device))
 
 
+@functools.cache  # a property of the machine: asked once, not on every training step
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles). There, bf16 autocast trains the
     encoder's layers in a little over half the time of float32; without them it would be slower."""
